@@ -180,7 +180,7 @@ def _check_type(value: Any, annotation: Any) -> tuple[Any, str | None]:
             return value, None
         return value, wrong
     if origin in (list, tuple):
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             return value, wrong
         args = typing.get_args(annotation)
         if origin is tuple and args and Ellipsis not in args:
@@ -254,14 +254,12 @@ def parse_docstring(doc: str | None) -> tuple[str, str, dict[str, str]]:
 
 def params_of(factory: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[Param]:
     """The documented parameters of a factory (or a dataclass), in signature order."""
-    target = factory
-    signature = inspect.signature(target)
+    signature = inspect.signature(factory)
     try:
-        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target,
-                                      include_extras=True)
+        hints = typing.get_type_hints(factory, include_extras=True)
     except Exception:  # annotations that cannot be resolved: fall back to the raw ones
         hints = {}
-    _, _, docs = parse_docstring(target.__doc__)
+    _, _, docs = parse_docstring(factory.__doc__)
     params = []
     for name, parameter in signature.parameters.items():
         if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):

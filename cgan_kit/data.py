@@ -1,0 +1,86 @@
+"""Feeding a dataset to the loop: an endless, resumable stream of batches.
+
+The order of examples and the randomness of their augmentation are functions of
+(seed, epoch, position) alone, so a resumed run sees exactly the batches the uninterrupted run
+would have seen, with or without worker processes. One DataLoader serves the whole run: workers
+start once instead of at every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cgan_kit.errors import CganError
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    """A distinct 63-bit seed for each example of each epoch."""
+    return (seed * 1_000_003 + epoch * 10_007 + position) * 2654435761 % (2**63 - 1)
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so that each item is drawn under its own seed, leaving the caller's RNG alone."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class EpochBatches(Sampler):
+    """Endless batches of (index, seed) keys: a fresh permutation each epoch, last partial batch dropped."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_batch: int = 0):
+        self.size, self.batch_size, self.seed, self.start_batch = size, batch_size, seed, start_batch
+        self.per_epoch = size // batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batch = self.start_batch
+        while True:
+            epoch, within = divmod(batch, self.per_epoch)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            for first in range(within * self.batch_size, self.per_epoch * self.batch_size, self.batch_size):
+                yield [(int(i), item_seed(self.seed, epoch, first + j))
+                       for j, i in enumerate(order[first:first + self.batch_size])]
+            batch = (epoch + 1) * self.per_epoch
+
+
+def auto_workers(device: torch.device) -> int:
+    """Worker processes that pay: none on the CPU, where the model already uses every core."""
+    if device.type == "cpu":
+        return 0
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, start_batch: int, workers: int,
+                 device: torch.device) -> DataLoader:
+    """An endless loader of training batches, starting at batch ``start_batch`` of the run."""
+    if len(dataset) < batch_size:
+        raise CganError(f"data: the training split has {len(dataset)} examples, fewer than "
+                        f"train.batch_size = {batch_size}; lower the batch size or add data")
+    return DataLoader(
+        SeededItems(dataset),
+        batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # never draw from the global RNG
+    )
+
+
+def eval_loader(dataset: Dataset, batch_size: int, limit: int, workers: int, device: torch.device) -> DataLoader:
+    """A loader over the first ``limit`` held-out examples, in order."""
+    subset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))

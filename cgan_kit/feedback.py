@@ -1,0 +1,101 @@
+"""What a run tells its user: a progress bar (or plain lines off a terminal), TensorBoard, a metrics
+file and sample images."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class RunLog:
+    """Progress on the terminal, scalars and images in TensorBoard, and ``metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, batch_size: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.total, self.batch_size = total_steps, batch_size
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
+        self.metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.interactive = sys.stderr.isatty()
+        self.started, self.start_step = time.perf_counter(), start_step
+        self.last_time, self.last_step = self.started, start_step
+        self.progress = None
+        if self.interactive:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
+                                     TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                                     transient=False)
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, status="")
+            self.progress.start()
+
+    def images_per_s(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        return rate
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
+        """Record scalars; show the headline ones on the terminal."""
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
+        self.metrics.flush()
+        status = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in values.items()
+                          if k.startswith("loss/") or k in ("speed/images_per_s",))
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, status=f"epoch {epoch} {status}")
+        else:
+            elapsed = time.perf_counter() - self.started
+            rate = (step - self.start_step) / max(elapsed, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else 0.0
+            print(f"step {step}/{self.total} epoch {epoch} {status} eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, grid, step)
+
+    def message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.writer.close()
+        self.metrics.close()
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] with 1, 3 or 4 channels to RGB in [0, 1] for display."""
+    images = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    if images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1)
+    return images[:, :3]
+
+
+def sample_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One row per example: input | output | target, as a (3, H', W') image in [0, 1]."""
+    rows = [torch.cat([to_rgb(inputs[i:i + 1]), to_rgb(outputs[i:i + 1]), to_rgb(targets[i:i + 1])], dim=3)
+            for i in range(inputs.shape[0])]
+    return torch.cat(rows, dim=2)[0]
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Save a (3, H, W) image in [0, 1] as an 8-bit PNG, atomically."""
+    from PIL import Image
+
+    array = (image.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    tmp.replace(path)

@@ -1,0 +1,80 @@
+"""The engine's own recipe tables, ``[train]`` and ``[optim]``: every key, its type, default and bounds.
+
+Each table is a dataclass documented like a component factory, so the recipe validator and
+``cgan describe`` treat both the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from cgan_kit.params import Range
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how to train: steps, batch, device, logging and checkpoints.
+
+    Args:
+        name: Run name; the run folder is ``<out_dir>/<name>``. Empty: the recipe file's name.
+        out_dir: Folder that holds run folders.
+        steps: Number of training iterations (each one critic and one generator update by default).
+        batch_size: Images per step.
+        critic_steps: Critic updates per iteration.
+        generator_steps: Generator updates per iteration.
+        seed: Seed for every random number generator (weights, data order, augmentation).
+        deterministic: Ask torch for deterministic kernels (slower; bit-identical reruns on one machine).
+        device: "auto" (CUDA when present, else CPU) or a torch device such as "cpu" or "cuda:1".
+        workers: DataLoader worker processes; "auto" uses them only where they pay.
+        log_every: Steps between log lines and TensorBoard scalars.
+        sample_every: Steps between sample images (0: only at the end).
+        checkpoint_every: Steps between checkpoints (a checkpoint is always written at the end).
+        keep_checkpoints: How many recent checkpoints to keep.
+        eval_every: Steps between evaluations on the held-out split (0: only at the end).
+        eval_split: Held-out split used for evaluation and validation metrics.
+        eval_images: At most this many held-out images per evaluation.
+        on_nonfinite: When a loss is NaN or infinite: "stop" the run (keeping the last good
+            checkpoint) or "skip" that update.
+    """
+
+    name: str = ""
+    out_dir: str = "runs"
+    steps: Annotated[int, Range(ge=1)] = 1000
+    batch_size: Annotated[int, Range(ge=1)] = 1
+    critic_steps: Annotated[int, Range(ge=1)] = 1
+    generator_steps: Annotated[int, Range(ge=1)] = 1
+    seed: Annotated[int, Range(ge=0)] = 0
+    deterministic: bool = False
+    device: str = "auto"
+    workers: Literal["auto"] | Annotated[int, Range(ge=0)] = "auto"
+    log_every: Annotated[int, Range(ge=1)] = 50
+    sample_every: Annotated[int, Range(ge=0)] = 500
+    checkpoint_every: Annotated[int, Range(ge=1)] = 500
+    keep_checkpoints: Annotated[int, Range(ge=1)] = 3
+    eval_every: Annotated[int, Range(ge=0)] = 0
+    eval_split: Literal["val", "test"] = "test"
+    eval_images: Annotated[int, Range(ge=1)] = 64
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Adam optimizers for generator and critic and their learning-rate schedule.
+
+    Args:
+        lr: Generator learning rate.
+        critic_lr_factor: The critic's learning rate is ``lr`` times this (two time-scale update rule).
+        betas: Adam's beta1 and beta2 (the paper: 0.5, 0.999).
+        weight_decay: Adam weight decay.
+        schedule: "constant", "linear_decay" (constant, then linearly to zero, as the paper's
+            100 + 100 epochs) or "cosine" (over the whole run).
+        decay_start: For "linear_decay": the fraction of ``train.steps`` after which the rate decays.
+    """
+
+    lr: Annotated[float, Range(gt=0)] = 2e-4
+    critic_lr_factor: Annotated[float, Range(gt=0)] = 1.0
+    betas: tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]] = (0.5, 0.999)
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+    schedule: Literal["constant", "linear_decay", "cosine"] = "constant"
+    decay_start: Annotated[float, Range(ge=0, le=1)] = 0.5

@@ -1,0 +1,396 @@
+"""``cgan run``: the adversarial training loop.
+
+Each iteration updates the critic on real and generated pairs, then the generator against the
+critic plus the reconstruction losses. Everything else (data, networks, losses, stabilizers)
+comes from the recipe through the registries; this file knows no architecture.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgan_kit import __version__, checkpoint, plugins
+from cgan_kit.build import Models, build_dataset, build_models
+from cgan_kit.data import auto_workers, eval_loader, train_loader
+from cgan_kit.errors import CganError
+from cgan_kit.feedback import RunLog, sample_grid, save_png
+from cgan_kit.recipe import Recipe, load
+from cgan_kit.schedule import lr_factor
+
+RECIPE_FILE = "recipe.toml"
+SAMPLE_COUNT = 4
+
+
+@dataclass
+class Run:
+    """Where a run lives and what it resumes from."""
+
+    recipe: Recipe
+    folder: Path
+    resume_from: Path | None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+
+def open_run(recipe_path: str | None, overrides: list[str], resume: str | None) -> Run:
+    """Create a new run folder, or reopen one to resume; the resolved recipe is saved in it."""
+    if resume is not None:
+        if recipe_path is not None:
+            raise CganError("give either a RECIPE or --resume RUN_DIR, not both (a run resumes with its own "
+                            f"recipe, {Path(resume) / RECIPE_FILE}; change values with --set)")
+        folder = Path(resume)
+        saved = folder / RECIPE_FILE
+        if not saved.is_file():
+            raise CganError(f"--resume {folder}: no {RECIPE_FILE} there; is this a run folder made by `cgan run`?")
+        recipe = load(saved, overrides)
+        return Run(recipe, folder, checkpoint.latest(folder / "checkpoints"))
+    recipe = load(recipe_path, overrides)
+    folder = Path(recipe.train.out_dir) / recipe.run_name
+    if (folder / RECIPE_FILE).exists():
+        raise CganError(f"{folder} already holds a run; continue it with `cgan run --resume {folder}` or start "
+                        f"another with --set train.name=NEW_NAME")
+    try:
+        for sub in ("checkpoints", "samples", "tensorboard"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{RECIPE_FILE}.tmp"
+        tmp.write_text(f"# Resolved by cgan-kit {__version__} from {recipe_path}; repeat with "
+                       f"`cgan run {folder / RECIPE_FILE}`.\n{recipe.to_toml()}", encoding="utf-8")
+        tmp.replace(folder / RECIPE_FILE)
+    except OSError as error:
+        raise CganError(f"cannot write the run folder {folder}: {error.strerror or error}; choose a writable "
+                        "train.out_dir") from None
+    return Run(recipe, folder, None)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CganError(f'train.device: "{name}" is not a device; use "auto", "cpu" or "cuda"') from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CganError(f'train.device: "{name}" asked for, but torch sees no CUDA GPU; use "auto" or "cpu"')
+    return device
+
+
+def versions() -> dict[str, str]:
+    found = {"cgan-kit": __version__, "torch": torch.__version__}
+    for info in plugins.load().loaded:
+        found[info.distribution] = info.version
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: every tensor of the run, and the step counters, RNG states and recipe beside them
+
+
+def save_checkpoint(run: Run, models: Models, optimizers: dict[str, torch.optim.Optimizer],
+                    step: int, batches: int) -> Path:
+    tensors = {**checkpoint.prefixed("generator", models.generator.state_dict()),
+               **checkpoint.prefixed("critic", models.critic.state_dict()),
+               "rng.cpu": torch.get_rng_state()}
+    groups = {}
+    for name, optimizer in optimizers.items():
+        flat, groups[name] = checkpoint.optimizer_tensors(optimizer.state_dict())
+        tensors.update(checkpoint.prefixed(f"optim.{name}", flat))
+    for i, stabilizer in enumerate(models.stabilizers):
+        tensors.update(checkpoint.prefixed(f"stabilizers.{i}", stabilizer.state_dict()))
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    meta = {"step": step, "batches": batches, "optimizer_groups": groups,
+            "stabilizers": [s.extra_state() for s in models.stabilizers],
+            "recipe": run.recipe.to_toml(), "versions": versions()}
+    path = checkpoint.step_path(run.checkpoints, step)
+    checkpoint.save(path, tensors, meta)
+    checkpoint.prune(run.checkpoints, run.recipe.train.keep_checkpoints)
+    return path
+
+
+def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, int]:
+    """Load a checkpoint into the built run; returns (step, batches consumed)."""
+    tensors, meta = checkpoint.load(path)
+    checkpoint.load_weights(models.generator, checkpoint.split(tensors, "generator"), "generator", path)
+    checkpoint.load_weights(models.critic, checkpoint.split(tensors, "critic"), "critic", path)
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(checkpoint.optimizer_state(checkpoint.split(tensors, f"optim.{name}"),
+                                                             meta["optimizer_groups"][name]))
+    if len(meta["stabilizers"]) != len(models.stabilizers):
+        raise CganError(f"{path}: saved with {len(meta['stabilizers'])} stabilizers, the recipe has "
+                        f"{len(models.stabilizers)}; resume with the run's own recipe")
+    for i, (stabilizer, extra) in enumerate(zip(models.stabilizers, meta["stabilizers"])):
+        stabilizer.load_state_dict(checkpoint.split(tensors, f"stabilizers.{i}"))
+        stabilizer.load_extra_state(extra)
+    torch.set_rng_state(tensors["rng.cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    return int(meta["step"]), int(meta["batches"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and samples: never touch the training RNG, so they cannot change the run
+
+
+def eval_generator(models: Models) -> torch.nn.Module:
+    """The generator to judge: a stabilizer's (the EMA copy) if one offers it."""
+    for stabilizer in models.stabilizers:
+        candidate = stabilizer.eval_generator()
+        if candidate is not None:
+            return candidate
+    return models.generator
+
+
+@torch.no_grad()
+def evaluate(generator: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+    """L1 (in the [-1, 1] units of the data) and PSNR (on [0, 1]) over the held-out images, eval mode."""
+    was_training = generator.training
+    generator.eval()
+    l1_sum, psnr_sum, count = 0.0, 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for batch in loader:
+            inputs, targets = batch["input"].to(device), batch["target"].to(device)
+            outputs = generator(inputs).float()
+            l1_sum += (outputs - targets).abs().flatten(1).mean(1).sum().item()
+            mse = ((outputs - targets) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+            psnr_sum += (-10 * torch.log10(mse)).sum().item()
+            count += inputs.shape[0]
+    generator.train(was_training)
+    return {"eval/l1": l1_sum / count, "eval/psnr": psnr_sum / count}
+
+
+@torch.no_grad()
+def write_samples(generator: torch.nn.Module, fixed: dict[str, torch.Tensor], device: torch.device,
+                  run: Run, log: RunLog, step: int) -> None:
+    was_training = generator.training
+    generator.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        outputs = generator(fixed["input"].to(device))
+    generator.train(was_training)
+    grid = sample_grid(fixed["input"], outputs, fixed["target"])
+    save_png(grid, run.folder / "samples" / f"step_{step:08d}.png")
+    log.image("samples/input_output_target", grid, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def grad_norm(module: torch.nn.Module) -> float:
+    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+def check_finite(value: torch.Tensor, what: str, step: int, run: Run) -> bool:
+    """True if the loss is finite; otherwise stop (or, with on_nonfinite = "skip", say to skip)."""
+    number = value.item()
+    if math.isfinite(number):
+        return True
+    if run.recipe.train.on_nonfinite == "skip":
+        return False
+    last = checkpoint.latest(run.checkpoints)
+    raise CganError(f"step {step}: the {what} loss is {number}; stopped before updating, the last good "
+                    f"checkpoint is {last}. Lower optim.lr, or set train.on_nonfinite = \"skip\"")
+
+
+class Interrupted(CganError):
+    """The user stopped the run; it was saved first."""
+
+    exit_code = 130
+
+
+class StopRequests:
+    """Turns the first Ctrl-C (or SIGTERM) into a request to stop after the current step; a second
+    Ctrl-C interrupts at once."""
+
+    def __enter__(self) -> StopRequests:
+        self.requested = False
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> None:
+    """Train a recipe (or resume a run) to ``train.steps``."""
+    registry = plugins.registry()
+    run = open_run(recipe_path, overrides, resume)
+    recipe, cfg = run.recipe, run.recipe.train
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+    # Data first: a missing folder should fail before minutes of model building.
+    train_set = build_dataset(recipe, registry, "train", augment=True)
+    try:
+        held_out = build_dataset(recipe, registry, cfg.eval_split, augment=False)
+    except CganError as error:
+        print(f"warning: no evaluation: {error}", file=sys.stderr)
+        held_out = None
+
+    models = build_models(recipe, registry)
+    generator, critic = models.generator.to(device), models.critic.to(device)
+    for stabilizer in models.stabilizers:  # before the optimizers: spectral norm adds parameters
+        stabilizer.setup(generator, critic, cfg.steps)
+    opt = recipe.optim
+    optimizers = {
+        "generator": torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas,
+                                      weight_decay=opt.weight_decay),
+        "critic": torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas,
+                                   weight_decay=opt.weight_decay),
+    }
+    base_lr = {name: o.param_groups[0]["lr"] for name, o in optimizers.items()}
+
+    step, batches_seen = 0, 0
+    if run.resume_from is not None:
+        step, batches_seen = restore(run.resume_from, models, optimizers)
+        print(f"resuming {run.folder} from step {step} ({run.resume_from.name})", file=sys.stderr)
+    if step >= cfg.steps:
+        print(f"{run.folder} is already at step {step} of {cfg.steps}; raise train.steps with --set to go on",
+              file=sys.stderr)
+        return
+
+    workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
+    loader = train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device)
+    per_epoch = len(train_set) // cfg.batch_size
+    fixed_source = held_out if held_out is not None else build_dataset(recipe, registry, "train", augment=False)
+    fixed = next(iter(eval_loader(fixed_source, SAMPLE_COUNT, SAMPLE_COUNT, 0, device)))
+    evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
+
+    log = RunLog(run.folder, cfg.steps, step, cfg.batch_size)
+    log.message(f"run folder {run.folder} ({device}, {len(train_set)} training examples)")
+    if step == 0:
+        if evaluation is not None:
+            log.scalars(0, evaluate(eval_generator(models), evaluation, device), 0)
+        save_checkpoint(run, models, optimizers, 0, 0)  # a resumable state exists from the start
+
+    batches = iter(loader)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal batches_seen
+        batch = next(batches)
+        batches_seen += 1
+        return batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+
+    started = time.perf_counter()
+    with StopRequests() as stop:
+        while step < cfg.steps and not stop.requested:
+            # The learning rate is a function of the step alone: nothing to save, nothing to drift.
+            factor = lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
+            for name, optimizer in optimizers.items():
+                for group in optimizer.param_groups:
+                    group["lr"] = base_lr[name] * factor
+            step += 1
+            logging = step % cfg.log_every == 0 or step == cfg.steps
+            scalars: dict[str, float] = {}
+
+            # --- critic: learn to tell real pairs from generated ones -------------------------
+            for k in range(cfg.critic_steps):
+                inputs, targets = next_batch()
+                # Only the last fake feeds the generator update, so only it keeps its graph.
+                with torch.set_grad_enabled(k == cfg.critic_steps - 1):
+                    fake = generator(inputs)
+                real_pair = torch.cat([inputs, targets], 1)
+                fake_pair = torch.cat([inputs, fake.detach()], 1)
+                for stabilizer in models.stabilizers:
+                    real_pair, fake_pair = stabilizer.critic_inputs(real_pair, fake_pair, step)
+                real_scores, fake_scores = critic(real_pair), critic(fake_pair)
+                real_target, fake_target = torch.ones_like(real_scores), torch.zeros_like(fake_scores)
+                for stabilizer in models.stabilizers:
+                    real_target, fake_target = stabilizer.targets(real_target, fake_target, step)
+                critic_loss = real_scores.new_zeros(())
+                for item in models.adversarial:
+                    critic_loss = critic_loss + item.weight * item.loss.critic_loss(
+                        real_scores, fake_scores, real_target, fake_target)
+                    penalty = item.loss.penalty(critic, real_pair, fake_pair)
+                    if penalty is not None:
+                        critic_loss = critic_loss + item.weight * penalty
+                optimizers["critic"].zero_grad(set_to_none=True)
+                if check_finite(critic_loss, "critic", step, run):
+                    critic_loss.backward()
+                    if logging:
+                        scalars["grad_norm/critic"] = grad_norm(critic)
+                    optimizers["critic"].step()
+
+            # --- generator: fool the critic and stay close to the target ----------------------
+            critic.requires_grad_(False)  # no critic gradients needed here: saves their compute
+            for k in range(cfg.generator_steps):
+                if k > 0:
+                    fake = generator(inputs)  # the previous fake predates the last update
+                fake_scores_g = critic(torch.cat([inputs, fake], 1))
+                terms = {f"loss/g_{item.name}": item.weight * item.loss.generator_loss(fake_scores_g)
+                         for item in models.adversarial}
+                terms.update({f"loss/g_{item.name}": item.weight * item.loss(fake, targets)
+                              for item in models.reconstruction})
+                generator_loss = sum(terms.values())
+                optimizers["generator"].zero_grad(set_to_none=True)
+                if check_finite(generator_loss, "generator", step, run):
+                    generator_loss.backward()
+                    if logging:
+                        scalars["grad_norm/generator"] = grad_norm(generator)
+                    optimizers["generator"].step()
+            critic.requires_grad_(True)
+            for stabilizer in models.stabilizers:
+                stabilizer.after_generator_step(generator, step)
+
+            # --- feedback, evaluation, checkpoints ---------------------------------------------
+            epoch = batches_seen // per_epoch
+            if logging:
+                scalars.update({
+                    "loss/critic": critic_loss.item(),
+                    "loss/generator": float(generator_loss),
+                    **{key: value.item() for key, value in terms.items()},
+                    "critic/real_score": real_scores.mean().item(),
+                    "critic/fake_score": fake_scores.mean().item(),
+                    "lr/generator": optimizers["generator"].param_groups[0]["lr"],
+                    "lr/critic": optimizers["critic"].param_groups[0]["lr"],
+                    "speed/images_per_s": log.images_per_s(step),
+                })
+                log.scalars(step, scalars, epoch)
+            else:
+                log.advance(step)
+            last = step == cfg.steps
+            if (cfg.sample_every and step % cfg.sample_every == 0) or last:
+                write_samples(eval_generator(models), fixed, device, run, log, step)
+            if evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+                log.scalars(step, evaluate(eval_generator(models), evaluation, device), epoch)
+            if step % cfg.checkpoint_every == 0 or last:
+                save_checkpoint(run, models, optimizers, step, batches_seen)
+    log.close()
+    if stop.requested and step < cfg.steps:
+        # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
+        path = save_checkpoint(run, models, optimizers, step, batches_seen)
+        raise Interrupted(f"interrupted at step {step}; saved {path}; continue with "
+                          f"`cgan run --resume {run.folder}`")
+    elapsed = time.perf_counter() - started
+    print(f"done: {run.folder} at step {step}, {elapsed:.1f} s this session; latest checkpoint "
+          f"{checkpoint.latest(run.checkpoints)}")
