@@ -1,0 +1,156 @@
+"""The built-in losses on hand-computed cases, and a gradient penalty that really penalizes."""
+
+import inspect
+import math
+import typing
+
+import pytest
+import torch
+from torch import nn
+
+from cgan_kit import AdversarialLoss, ReconstructionLoss, plugins
+from cgan_kit.params import params_of, parse_docstring
+from cgan_pix2pix.activations import leaky_relu
+from cgan_pix2pix.critics import multiscale_patchgan, patchgan
+from cgan_pix2pix.losses import bce, hinge, l1, lsgan, wgan_gp
+from cgan_pix2pix.norms import instance
+
+ADVERSARIAL = {"bce": bce, "lsgan": lsgan, "hinge": hinge, "wgan_gp": wgan_gp}
+
+
+def scores(*values: float) -> torch.Tensor:
+    return torch.tensor(values).view(len(values), 1, 1, 1)
+
+
+def test_registered_and_documented():
+    registry = plugins.registry()
+    assert {*ADVERSARIAL, "l1"} <= set(registry.names("loss"))
+    for name in (*ADVERSARIAL, "l1"):
+        factory = registry.get("loss", name).factory
+        typing.get_type_hints(factory, include_extras=True)  # every annotation resolves
+        assert parse_docstring(factory.__doc__)[0], name
+        for param in params_of(factory):
+            assert param.annotation is not inspect.Parameter.empty, (name, param.name)
+            assert not param.required and param.doc, (name, param.name)
+    assert all(isinstance(factory(), AdversarialLoss) for factory in ADVERSARIAL.values())
+    assert isinstance(l1(), ReconstructionLoss)
+
+
+def test_bce():
+    loss = bce()
+    zero = scores(0.0, 0.0)
+    ones, zeros = torch.ones_like(zero), torch.zeros_like(zero)
+    assert loss.critic_loss(zero, zero, ones, zeros).item() == pytest.approx(math.log(2))
+    assert loss.generator_loss(zero).item() == pytest.approx(math.log(2))
+    real, fake = scores(2.0), scores(-1.0)
+    one, zero = torch.ones_like(real), torch.zeros_like(real)
+    # Half the sum of -log(sigmoid(2)) and -log(1 - sigmoid(-1)).
+    expected = 0.5 * (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)))
+    assert loss.critic_loss(real, fake, one, zero).item() == pytest.approx(expected)
+    # Smoothed targets are honoured: -(0.9 log sigmoid(2) + 0.1 log(1 - sigmoid(2))) for the real term.
+    sigmoid = 1 / (1 + math.exp(-2))
+    smoothed = 0.5 * (-(0.9 * math.log(sigmoid) + 0.1 * math.log(1 - sigmoid)) + math.log(1 + math.exp(-1)))
+    assert loss.critic_loss(real, fake, one * 0.9, zero).item() == pytest.approx(smoothed)
+    assert loss.generator_loss(fake).item() == pytest.approx(math.log(1 + math.e))
+    assert loss.penalty(nn.Identity(), real, fake) is None
+
+
+def test_lsgan():
+    loss = lsgan()
+    real, fake = scores(0.5, 1.0), scores(0.5, -1.0)
+    ones, zeros = torch.ones_like(real), torch.zeros_like(real)
+    # real: ((0.5 - 1)^2 + 0) / 2 = 0.125; fake: (0.25 + 1) / 2 = 0.625; halved sum 0.375.
+    assert loss.critic_loss(real, fake, ones, zeros).item() == pytest.approx(0.375)
+    # With a 0.9 real target: ((0.5 - 0.9)^2 + (1 - 0.9)^2) / 2 = 0.085 for the real term.
+    assert loss.critic_loss(real, fake, ones * 0.9, zeros).item() == pytest.approx(0.5 * (0.085 + 0.625))
+    assert loss.generator_loss(fake).item() == pytest.approx((0.25 + 4) / 2)
+
+
+def test_hinge_ignores_targets():
+    loss = hinge()
+    real, fake = scores(2.0, 0.5), scores(-2.0, 0.0)
+    ones, zeros = torch.ones_like(real), torch.zeros_like(real)
+    # mean(relu(1 - [2, 0.5])) = 0.25; mean(relu(1 + [-2, 0])) = 0.5.
+    assert loss.critic_loss(real, fake, ones, zeros).item() == pytest.approx(0.75)
+    assert loss.critic_loss(real, fake, zeros, ones).item() == pytest.approx(0.75)
+    assert loss.generator_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_wgan_ignores_targets():
+    loss = wgan_gp()
+    real, fake = scores(2.0, 1.0), scores(-1.0, 0.0)
+    ones, zeros = torch.ones_like(real), torch.zeros_like(real)
+    assert loss.critic_loss(real, fake, ones, zeros).item() == pytest.approx(-0.5 - 1.5)
+    assert loss.critic_loss(real, fake, ones * 0.9, ones).item() == pytest.approx(-2.0)
+    assert loss.generator_loss(fake).item() == pytest.approx(0.5)
+
+
+def test_l1():
+    output = torch.tensor([[0.5, -1.0], [0.0, 1.0]])
+    target = torch.tensor([[0.0, 1.0], [0.0, 0.5]])
+    assert l1()(output, target).item() == pytest.approx((0.5 + 2 + 0 + 0.5) / 4)
+
+
+def linear_critic() -> nn.Conv2d:
+    critic = nn.Conv2d(6, 1, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([3.0, 4.0, 0, 0, 0, 0]).view(1, 6, 1, 1))
+        critic.bias.fill_(0.7)
+    return critic
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    critic = linear_critic()
+    real, fake = torch.randn(3, 6, 2, 2), torch.randn(3, 6, 2, 2)
+    penalty = wgan_gp(gp_weight=10.0).penalty(critic, real, fake)
+    # An image's score is the mean of its 4 patch scores w.x + b: its gradient is w / 4 at each of the
+    # 4 pixels, of norm |w| / 2 = 2.5 wherever the critic looks; 10 * (2.5 - 1)^2 = 22.5.
+    assert penalty.item() == pytest.approx(22.5)
+    penalty.backward()
+    # d/dw of 10 * (|w| / 2 - 1)^2 = 10 * 2 * 1.5 * w / (2 |w|) = 3 w.
+    torch.testing.assert_close(critic.weight.grad.flatten(), torch.tensor([9.0, 12.0, 0, 0, 0, 0]))
+    assert critic.bias.grad is None  # a constant shift does not change the gradient
+    assert wgan_gp(gp_weight=0.0).penalty(critic, real, fake).item() == 0
+
+
+def test_gradient_penalty_is_taken_between_the_pairs():
+    # Score sum(c * x^2) / 4: its gradient 2 c x / 4 depends on where it is evaluated. With real equal
+    # to fake, every interpolate is that pair, whatever the random mixing.
+    class Quadratic(nn.Module):
+        def forward(self, x):
+            return (0.5 * x**2).sum(1, keepdim=True)
+
+    pair = torch.randn(2, 6, 2, 2)
+    penalty = wgan_gp(gp_weight=1.0).penalty(Quadratic(), pair, pair.clone())
+    norms = (0.5 * pair / 4 * 2).flatten(1).norm(dim=1)
+    assert penalty.item() == pytest.approx(((norms - 1) ** 2).mean().item(), rel=1e-5)
+
+
+def test_gradient_penalty_changes_the_critics_gradients():
+    torch.manual_seed(0)
+    critic = patchgan(6, n_layers=2, ndf=4, norm=instance, activation=leaky_relu)
+    real, fake = torch.randn(2, 6, 32, 32), torch.randn(2, 6, 32, 32)
+    loss = wgan_gp()
+
+    def gradients(with_penalty: bool) -> list[torch.Tensor]:
+        critic.zero_grad()
+        total = loss.critic_loss(critic(real), critic(fake), torch.ones(1), torch.zeros(1))
+        if with_penalty:
+            penalty = loss.penalty(critic, real, fake)
+            assert penalty.item() > 0
+            total = total + penalty
+        total.backward()
+        # Biases are left out: instance norm cancels most, and the last cannot change a gradient.
+        return [p.grad.clone() for p in critic.parameters() if p.dim() > 1]
+
+    for without, with_ in zip(gradients(False), gradients(True)):
+        assert not torch.allclose(without, with_)
+
+
+def test_gradient_penalty_on_a_multiscale_critic():
+    critic = multiscale_patchgan(6, scales=2, n_layers=1, ndf=4, norm=instance, activation=leaky_relu)
+    penalty = wgan_gp().penalty(critic, torch.randn(2, 6, 32, 32), torch.randn(2, 6, 32, 32))
+    assert penalty.shape == () and penalty.item() > 0
+    penalty.backward()
+    weights = [p for p in critic.parameters() if p.dim() > 1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
