@@ -1,0 +1,221 @@
+"""Reading and writing images without losing precision: 8 and 16 bits, grey, RGB, with or without alpha.
+
+Images travel as float32 tensors (C, H, W) in [0, 1], C being 1 (grey), 2 (grey + alpha), 3 (RGB)
+or 4 (RGBA). Pillow decodes most files exactly, but narrows 16-bit colour to 8 bits; those files
+go through the small readers here instead: 16-bit PNG (any compression) and uncompressed 16-bit
+TIFF. 16-bit images are written as PNG by a small writer for the same reason. A file that cannot
+be read exactly is refused rather than read approximately.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cgan_kit.errors import CganError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # samples per pixel -> PNG colour type
+# Pillow modes read as they are, or converted (losslessly) to one that is.
+_AS_IS = {"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"}
+_CONVERT = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
+            "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (hidden files skipped), in natural order (2 before 10)."""
+    files = [p for p in folder.iterdir()
+             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+
+
+def read_bit_depth(path: Path) -> int:
+    """8 or 16: the depth of an image's samples, read from its header alone."""
+    try:
+        with Image.open(path) as image:
+            return 16 if image.mode.startswith("I") or ";16" in _rawmode(image) else 8
+    except _DECODE_ERRORS as error:
+        raise CganError(_unreadable(path, error)) from None
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as a float32 tensor (C, H, W) in [0, 1]; 16-bit samples are divided by 65535."""
+    try:
+        with Image.open(path) as image:
+            samples = _wide_samples(image, path) if _is_wide_colour(image) else _pillow_samples(image, path)
+    except _DECODE_ERRORS as error:
+        raise CganError(_unreadable(path, error)) from None
+    if samples.ndim == 2:
+        samples = samples[:, :, None]
+    planar = np.ascontiguousarray(samples.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(planar).div_(65535 if samples.dtype.itemsize == 2 else 255)
+
+
+def write_image(path: Path, image: torch.Tensor, bit_depth: int = 8) -> None:
+    """Save a (C, H, W) tensor in [0, 1] (C of 1 to 4); 16-bit images must go to a .png file."""
+    samples = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    if bit_depth == 16:
+        if Path(path).suffix.lower() != ".png":
+            raise ValueError(f"16-bit images are written as PNG, not {Path(path).suffix or 'no suffix'}")
+        _write_png16(Path(path), np.rint(samples * 65535).astype(np.uint16))
+    elif bit_depth == 8:
+        pixels = np.rint(samples * 255).astype(np.uint8)
+        Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(path)
+    else:
+        raise ValueError(f"bit_depth must be 8 or 16, not {bit_depth}")
+
+
+def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert a (C, H, W) image of 1 to 4 channels to 1 (grey), 3 (RGB) or 4 (RGBA) channels.
+
+    Colour becomes grey by BT.601 luma; grey becomes colour by repetition; a missing alpha is
+    opaque; alpha is dropped when the result has none.
+    """
+    if channels not in (1, 3, 4):
+        raise ValueError(f"channels must be 1, 3 or 4, not {channels}")
+    have = image.shape[0]
+    if have == channels:
+        return image
+    colour, alpha = (image[:-1], image[-1:]) if have in (2, 4) else (image, None)
+    if channels == 1:
+        return colour if len(colour) == 1 else (colour * _LUMA[:, None, None]).sum(0, keepdim=True)
+    rgb = colour.expand(3, -1, -1) if len(colour) == 1 else colour
+    if channels == 3:
+        return rgb
+    return torch.cat([rgb, alpha if alpha is not None else torch.ones_like(rgb[:1])])
+
+
+def _rawmode(image: Image.Image) -> str:
+    """How the file stores its samples (e.g. "RGB;16B"), from the first decoder tile."""
+    if not image.tile:
+        return ""
+    args = image.tile[0].args
+    first = args if isinstance(args, str) else args[0] if args else ""
+    return first if isinstance(first, str) else ""
+
+
+def _is_wide_colour(image: Image.Image) -> bool:
+    """16-bit samples that Pillow would narrow to 8 bits (it keeps only 16-bit grey)."""
+    return not image.mode.startswith("I") and ";16" in _rawmode(image)
+
+
+def _pillow_samples(image: Image.Image, path: Path) -> np.ndarray:
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in _CONVERT:
+        image = image.convert(_CONVERT[mode])
+    elif mode == "I":  # 32-bit integers: fine when they are 16-bit samples (older Pillows read 16-bit PNGs so)
+        samples = np.asarray(image)
+        if samples.size and (samples.min() < 0 or samples.max() > 65535):
+            raise CganError(f'image "{path}" holds 32-bit integer samples beyond the 16-bit range; '
+                            "save it as an 8- or 16-bit PNG")
+        return samples.astype(np.uint16)
+    elif mode not in _AS_IS:
+        raise CganError(f'image "{path}" has pixel mode "{mode}", which cannot be read as 8- or 16-bit '
+                        "grey, RGB or RGBA; save it as an 8- or 16-bit PNG")
+    return np.asarray(image)
+
+
+def _wide_samples(image: Image.Image, path: Path) -> np.ndarray:
+    if image.format == "PNG":
+        return _read_png16(path)
+    if image.tile and all(tile.codec_name == "raw" for tile in image.tile):
+        return _read_raw16(image, path)
+    raise CganError(f'image "{path}" is a compressed 16-bit colour {image.format}, which cannot be read without '
+                    "losing precision; save it as a 16-bit PNG (or an uncompressed TIFF)")
+
+
+def _read_raw16(image: Image.Image, path: Path) -> np.ndarray:
+    """Uncompressed 16-bit samples, strip by strip, straight from the file (TIFF and the like)."""
+    width, height = image.size
+    layout, _, order = _rawmode(image).partition(";16")
+    if layout not in ("LA", "RGB", "RGBA") or order not in ("", "B", "L", "N"):
+        raise CganError(f'image "{path}" stores 16-bit samples as "{_rawmode(image)}", which cannot be read; '
+                        "save it as a 16-bit PNG")
+    dtype = np.dtype(np.uint16).newbyteorder(">" if order == "B" else "<" if order == "L" else "=")
+    channels = len(layout)
+    data = path.read_bytes()
+    samples = np.empty((height, width, channels), dtype)
+    for tile in image.tile:
+        left, top, right, bottom = tile.extents
+        _, stride, orientation = tile.args
+        if (left, right) != (0, width) or stride not in (0, width * channels * 2) or orientation != 1:
+            raise CganError(f'image "{path}" is a tiled or bottom-up 16-bit TIFF, which cannot be read; '
+                            "save it as a 16-bit PNG")
+        count = (bottom - top) * width * channels
+        strip = np.frombuffer(data, dtype, count=count, offset=tile.offset)
+        samples[top:bottom] = strip.reshape(bottom - top, width, channels)
+    return samples
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG's samples as (H, W, C) big-endian uint16."""
+    data = path.read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    header, compressed = b"", []
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            compressed.append(body)
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    channels = next((n for n, kind in _PNG_COLOUR_TYPES.items() if kind == colour), 0)
+    if depth != 16 or not channels:
+        raise ValueError(f"unexpected PNG header (bit depth {depth}, colour type {colour})")
+    if interlace:
+        raise CganError(f'image "{path}" is an interlaced 16-bit PNG, which cannot be read; '
+                        "save it without interlacing")
+    pixel = 2 * channels  # bytes per pixel
+    rows = np.frombuffer(zlib.decompress(b"".join(compressed)), np.uint8)
+    rows = rows[:height * (1 + width * pixel)].reshape(height, 1 + width * pixel)
+    # A PNG filter predicts each byte from the byte one pixel to the left, the one above and the one
+    # above-left, so byte k of every pixel forms an 8-bit grey image with the same row filters. Stacked
+    # into one grey PNG stream (each preceded by a zero row, standing in for the blank row above the
+    # first), Pillow's C decoder undoes the filters of all of them at once.
+    lanes = np.zeros((pixel, height + 1, 1 + width), np.uint8)
+    lanes[:, 1:, 0] = rows[:, 0]
+    lanes[:, 1:, 1:] = rows[:, 1:].reshape(height, width, pixel).transpose(2, 0, 1)
+    grey = Image.frombytes("L", (width, pixel * (height + 1)), zlib.compress(lanes.tobytes(), 0), "zip", "L")
+    unfiltered = np.asarray(grey).reshape(pixel, height + 1, width)[:, 1:].transpose(1, 2, 0)
+    return np.ascontiguousarray(unfiltered).view(">u2")
+
+
+def _write_png16(path: Path, samples: np.ndarray) -> None:
+    """Write (H, W, C) uint16 samples as a 16-bit PNG (no filtering, zlib level 6)."""
+    height, width, channels = samples.shape
+    rows = np.zeros((height, 1 + width * channels * 2), np.uint8)  # filter byte 0 ("none") per row
+    rows[:, 1:] = samples.astype(">u2").reshape(height, -1).view(np.uint8)
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(rows.tobytes(), 6)), (b"IEND", b"")]
+    with open(path, "wb") as file:
+        file.write(_PNG_SIGNATURE)
+        for kind, body in chunks:
+            file.write(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    try:
+        empty = Path(path).stat().st_size == 0
+    except OSError:
+        return f'image "{path}" cannot be opened ({error}); check that it exists and is readable'
+    if empty:
+        return f'image "{path}" is empty (0 bytes); replace or remove it'
+    return f'image "{path}" is corrupt or truncated ({error}); replace or remove it'
