@@ -1,0 +1,254 @@
+"""Built-in stabilizers: label smoothing and flipping, instance noise, a history buffer of past
+fakes, a moving average of the generator, and spectral normalization of either network."""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from cgan_kit import Range, Stabilizer, hookimpl
+
+Decay = Literal["none", "linear"]
+
+
+def _strength(decay: Decay, step: int, total_steps: int) -> float:
+    """1 throughout with no decay; with linear decay, 1 at the start falling to 0 at the last step."""
+    if decay == "none" or total_steps <= 0:
+        return 1.0
+    return max(0.0, 1.0 - step / total_steps)
+
+
+class LabelSmoothing(Stabilizer):
+    def __init__(self, real: float | list[float], fake: float):
+        self.real, self.fake = real, fake
+
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        if isinstance(self.real, list):  # a fresh uniform draw per patch
+            low, high = self.real
+            real_target = torch.empty_like(real_target).uniform_(low, high)
+        else:
+            real_target = torch.full_like(real_target, self.real)
+        return real_target, torch.full_like(fake_target, self.fake)
+
+
+class LabelFlipping(Stabilizer):
+    def __init__(self, probability: float, decay: Decay):
+        self.probability, self.decay = probability, decay
+        self.total_steps = 0
+
+    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+        self.total_steps = total_steps
+
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        p = self.probability * _strength(self.decay, step, self.total_steps)
+        # One draw per image: a flipped image has all its patches' labels swapped.
+        flip = torch.rand(real_target.shape[0], device=real_target.device) < p
+        flip = flip.view(-1, *([1] * (real_target.dim() - 1)))
+        return torch.where(flip, fake_target, real_target), torch.where(flip, real_target, fake_target)
+
+
+class InstanceNoise(Stabilizer):
+    def __init__(self, sigma: float, decay: Decay):
+        self.sigma, self.decay = sigma, decay
+        self.total_steps = 0
+
+    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+        self.total_steps = total_steps
+
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        sigma = self.sigma * _strength(self.decay, step, self.total_steps)
+        if sigma == 0:
+            return real_pair, fake_pair
+        return real_pair + sigma * torch.randn_like(real_pair), fake_pair + sigma * torch.randn_like(fake_pair)
+
+
+class HistoryBuffer(Stabilizer):
+    """The image pool of Shrivastava et al. (2017), as pix2pix and CycleGAN use it."""
+
+    def __init__(self, size: int, probability: float):
+        self.size, self.probability = size, probability
+        self.pool: Tensor | None = None  # (filled, C, H, W) fake pairs, detached
+        self.filled = 0
+
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        if self.size == 0:
+            return real_pair, fake_pair
+        fake_pair = fake_pair.detach()
+        if self.pool is None or self.pool.shape[1:] != fake_pair.shape[1:]:
+            # First call, or the image size changed (a new crop size on resume): start afresh.
+            self.pool = fake_pair.new_empty((self.size, *fake_pair.shape[1:]))
+            self.filled = 0
+        self.pool = self.pool.to(fake_pair.device)
+        shown = []
+        for fake in fake_pair:
+            if self.filled < self.size:  # fill the pool first, showing the new fakes themselves
+                self.pool[self.filled] = fake
+                self.filled += 1
+                shown.append(fake)
+            elif torch.rand(()).item() < self.probability:  # show an old fake, keep the new one in its place
+                index = int(torch.randint(self.size, ()).item())
+                shown.append(self.pool[index].clone())
+                self.pool[index] = fake
+            else:
+                shown.append(fake)
+        return real_pair, torch.stack(shown)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {} if self.pool is None or self.filled == 0 else {"pool": self.pool[: self.filled].contiguous()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "pool" not in state:
+            self.pool, self.filled = None, 0
+            return
+        saved = state["pool"]
+        self.filled = min(saved.shape[0], self.size)
+        self.pool = saved.new_empty((self.size, *saved.shape[1:]))
+        self.pool[: self.filled] = saved[: self.filled]
+
+
+class MovingAverage(Stabilizer):
+    """An exponential moving average of the generator's weights (Karras et al., 2018; Yazici et al., 2019)."""
+
+    def __init__(self, decay: float, start_step: int):
+        self.decay, self.start_step = decay, start_step
+        self.generator: nn.Module | None = None
+        self._average: nn.Module | None = None
+
+    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+        # The copy is made when first needed, so that stabilizers listed later (spectral norm)
+        # have changed the generator before it is copied.
+        self.generator = generator
+
+    @property
+    def average(self) -> nn.Module:
+        if self._average is None:
+            assert self.generator is not None, "setup() comes first"
+            self._average = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        return self._average
+
+    @torch.no_grad()
+    def after_generator_step(self, generator: nn.Module, step: int) -> None:
+        # Until start_step the average simply follows the weights: early weights are poor to average.
+        decay = 0.0 if step <= self.start_step else self.decay
+        weights = dict(generator.named_parameters())
+        for name, average in self.average.named_parameters():
+            average.lerp_(weights[name].detach(), 1.0 - decay)
+        # Buffers (batch-norm running statistics, spectral-norm vectors) are copied, not averaged.
+        buffers = dict(generator.named_buffers())
+        for name, average in self.average.named_buffers():
+            average.copy_(buffers[name])
+
+    def eval_generator(self) -> nn.Module:
+        return self.average
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: value.detach().clone() for name, value in self.average.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            self.average.load_state_dict(state)
+
+
+class SpectralNormalization(Stabilizer):
+    def __init__(self, target: Literal["critic", "generator", "both"], power_iterations: int):
+        self.target, self.power_iterations = target, power_iterations
+
+    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+        chosen = {"critic": [critic], "generator": [generator], "both": [generator, critic]}[self.target]
+        for network in chosen:
+            for module in list(network.modules()):
+                if (isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+                        and not parametrize.is_parametrized(module, "weight")):
+                    _spectral_norm(module, n_power_iterations=self.power_iterations)
+
+
+def label_smoothing(real: Annotated[float | tuple[float, float], Range(ge=0, le=1)] = 0.9,
+                    fake: Annotated[float, Range(ge=0, le=1)] = 0.0) -> Stabilizer:
+    """Softer critic targets: real pairs are labelled ``real`` instead of 1 (Salimans et al., 2016).
+
+    One-sided by default, as the paper recommends: fakes keep the label 0.
+
+    Args:
+        real: Target for real pairs: a number, or [low, high] to draw a fresh target per patch.
+        fake: Target for generated pairs.
+    """
+    return LabelSmoothing(list(real) if isinstance(real, (list, tuple)) else real, fake)
+
+
+def label_flipping(probability: Annotated[float, Range(ge=0, le=1)] = 0.05, decay: Decay = "none") -> Stabilizer:
+    """Swap the critic's real and fake targets for a random few images of each batch.
+
+    Args:
+        probability: Chance that an image's labels are swapped in a critic step.
+        decay: "none" keeps the probability; "linear" lowers it to 0 by the last step.
+    """
+    return LabelFlipping(probability, decay)
+
+
+def instance_noise(sigma: Annotated[float, Range(ge=0)] = 0.1, decay: Decay = "linear") -> Stabilizer:
+    """Gaussian noise on the pairs the critic sees in its step (Sønderby et al., 2017).
+
+    The noise blurs the real and fake distributions into each other early in training, when
+    they barely overlap; with linear decay it is gone by the last step.
+
+    Args:
+        sigma: Standard deviation of the noise, in the [-1, 1] units of the images.
+        decay: "linear" lowers sigma to 0 by the last step; "none" keeps it.
+    """
+    return InstanceNoise(sigma, decay)
+
+
+def history_buffer(size: Annotated[int, Range(ge=0)] = 50,
+                   probability: Annotated[float, Range(ge=0, le=1)] = 0.5) -> Stabilizer:
+    """Show the critic past fakes: a pool of generated pairs, as pix2pix and CycleGAN use.
+
+    Until the pool is full every new fake is stored and shown; then each fake, with the given
+    probability, is swapped for a random stored one, which the critic sees instead.
+
+    Args:
+        size: How many past fakes the pool holds; 0 turns the buffer off.
+        probability: Chance that a fake is replaced by a stored one once the pool is full.
+    """
+    return HistoryBuffer(size, probability)
+
+
+def ema(decay: Annotated[float, Range(ge=0, lt=1)] = 0.999, start_step: Annotated[int, Range(ge=0)] = 0) -> Stabilizer:
+    """An exponential moving average of the generator's weights, used for samples and evaluation.
+
+    Batch-norm statistics are copied from the trained generator rather than averaged. The
+    average is checkpointed with the run.
+
+    Args:
+        decay: Weight kept by the average at each step; 0.999 averages over about 1000 steps.
+        start_step: Until this step the average follows the weights exactly.
+    """
+    return MovingAverage(decay, start_step)
+
+
+def spectral_norm(target: Literal["critic", "generator", "both"] = "critic",
+                  power_iterations: Annotated[int, Range(ge=1)] = 1) -> Stabilizer:
+    """Spectral normalization of every convolution and linear weight of a network (Miyato et al., 2018).
+
+    Applies on top of whatever norm the recipe chose; weights that are already spectrally
+    normalized are left alone.
+
+    Args:
+        target: Which network to normalize: "critic", "generator" or "both".
+        power_iterations: Power-method steps per training forward pass to estimate each top singular value.
+    """
+    return SpectralNormalization(target, power_iterations)
+
+
+@hookimpl
+def register_stabilizers(register: Any) -> None:
+    register("label_smoothing", label_smoothing)
+    register("label_flipping", label_flipping)
+    register("instance_noise", instance_noise)
+    register("history_buffer", history_buffer)
+    register("ema", ema)
+    register("spectral_norm", spectral_norm)

@@ -1,0 +1,153 @@
+"""The built-in stabilizers, reached through the registry as a recipe reaches them."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from cgan_kit import plugins
+from cgan_kit.params import check_value
+
+
+def make(name, **params):
+    return plugins.registry().get("stabilizer", name).factory(**params)
+
+
+def tiny_nets():
+    generator = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.ConvTranspose2d(4, 3, 3, padding=1))
+    critic = nn.Sequential(nn.Conv2d(6, 4, 4, stride=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3))
+    return generator, critic
+
+
+def labels(n=64):
+    return torch.ones(n, 1, 4, 4), torch.zeros(n, 1, 4, 4)
+
+
+def test_all_six_are_registered_with_documented_parameters():
+    registry = plugins.registry()
+    names = set(registry.names("stabilizer"))
+    assert {"label_smoothing", "label_flipping", "instance_noise", "history_buffer", "ema",
+            "spectral_norm"} <= names
+    for name in names:
+        entry = registry.get("stabilizer", name)
+        assert entry.summary
+        assert all(param.doc for param in entry.params), name
+
+
+def test_label_smoothing_softens_only_the_real_target_by_default():
+    real, fake = make("label_smoothing").targets(*labels(), step=1)
+    assert torch.all(real == 0.9) and torch.all(fake == 0)
+    real, fake = make("label_smoothing", real=[0.7, 1.0], fake=0.1).targets(*labels(), step=1)
+    assert real.min() >= 0.7 and real.max() <= 1.0 and real.std() > 0  # drawn per patch
+    assert torch.allclose(fake, torch.full_like(fake, 0.1))
+
+
+def test_label_smoothing_range_is_checked():
+    real = plugins.registry().get("stabilizer", "label_smoothing").param("real")
+    assert check_value([0.8, 1.0], real.annotation)[1] is None
+    assert "must be" in check_value(1.5, real.annotation)[1]
+    assert "must be" in check_value([0.8, 1.2], real.annotation)[1]
+    assert check_value("high", real.annotation)[1]
+
+
+def test_label_flipping_swaps_whole_images_at_the_given_rate_and_decays():
+    torch.manual_seed(0)
+    stabilizer = make("label_flipping", probability=0.25, decay="linear")
+    stabilizer.setup(*tiny_nets(), total_steps=100)
+    real, fake = stabilizer.targets(*labels(4000), step=0)
+    flipped = real.flatten(1).mean(1) == 0
+    assert torch.all(real.flatten(1).std(1) == 0)  # per image, not per patch
+    assert torch.all(fake[flipped] == 1) and torch.all(fake[~flipped] == 0)
+    assert 0.22 < flipped.float().mean().item() < 0.28
+    real, _ = stabilizer.targets(*labels(4000), step=100)  # fully decayed
+    assert torch.all(real == 1)
+
+
+def test_instance_noise_has_the_stated_sigma_and_fades_linearly():
+    torch.manual_seed(0)
+    stabilizer = make("instance_noise", sigma=0.2)
+    stabilizer.setup(*tiny_nets(), total_steps=1000)
+    real = torch.zeros(8, 6, 32, 32)
+    noisy_real, noisy_fake = stabilizer.critic_inputs(real, real.clone(), step=0)
+    assert noisy_real.std().item() == pytest.approx(0.2, rel=0.05)
+    assert not torch.equal(noisy_real, noisy_fake)  # independent draws
+    halfway, _ = stabilizer.critic_inputs(real, real, step=500)
+    assert halfway.std().item() == pytest.approx(0.1, rel=0.05)
+    end, _ = stabilizer.critic_inputs(real, real, step=1000)
+    assert torch.equal(end, real)
+
+
+def test_history_buffer_fills_then_mixes_old_fakes_and_round_trips():
+    torch.manual_seed(0)
+    stabilizer = make("history_buffer", size=4, probability=0.5)
+    real = torch.zeros(2, 6, 8, 8)
+    first, second = torch.full((2, 6, 8, 8), 1.0), torch.full((2, 6, 8, 8), 2.0)
+    assert torch.equal(stabilizer.critic_inputs(real, first, 1)[1], first)  # filling: shown as is
+    assert torch.equal(stabilizer.critic_inputs(real, second, 2)[1], second)
+    seen = torch.cat([stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 3.0 + i), 3 + i)[1]
+                      for i in range(50)])
+    values = seen.flatten(1)[:, 0]
+    fresh = values == torch.arange(50).repeat_interleave(2) + 3.0
+    assert 0.3 < 1 - fresh.float().mean().item() < 0.7  # about half are old fakes
+    assert (values < 3).any()  # the very first fakes came back at some point
+
+    state = stabilizer.state_dict()
+    assert state["pool"].shape == (4, 6, 8, 8)
+    restored = make("history_buffer", size=4, probability=0.5)
+    restored.load_state_dict(state)
+    torch.manual_seed(1)
+    a = stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60)[1]
+    torch.manual_seed(1)
+    b = restored.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60)[1]
+    assert torch.equal(a, b)
+
+
+def test_history_buffer_of_size_zero_is_off():
+    fake = torch.randn(2, 6, 8, 8)
+    assert make("history_buffer", size=0).critic_inputs(fake, fake, 1)[1] is fake
+
+
+def test_ema_averages_weights_copies_buffers_and_round_trips():
+    generator, critic = tiny_nets()
+    stabilizer = make("ema", decay=0.9, start_step=1)
+    stabilizer.setup(generator, critic, total_steps=10)
+    start = generator[0].weight.detach().clone()
+    stabilizer.after_generator_step(generator, step=1)  # before start_step: follows the weights
+    with torch.no_grad():
+        generator[0].weight.add_(1.0)
+        generator[1].running_mean.fill_(5.0)
+    stabilizer.after_generator_step(generator, step=2)
+    average = stabilizer.eval_generator()
+    assert torch.allclose(average[0].weight, start + 0.1)
+    assert torch.all(average[1].running_mean == 5.0)
+    assert not average.training and not any(p.requires_grad for p in average.parameters())
+
+    restored = make("ema", decay=0.9, start_step=1)
+    restored.setup(*tiny_nets(), total_steps=10)
+    restored.load_state_dict(stabilizer.state_dict())
+    assert torch.equal(restored.eval_generator()[0].weight, average[0].weight)
+
+
+def test_ema_copies_the_generator_after_spectral_norm_changed_it():
+    generator, critic = tiny_nets()
+    average, normalize = make("ema"), make("spectral_norm", target="generator")
+    for stabilizer in (average, normalize):  # the recipe's order: ema listed first
+        stabilizer.setup(generator, critic, 10)
+    average.after_generator_step(generator, 1)
+    assert parametrize.is_parametrized(average.eval_generator()[0], "weight")
+
+
+def test_spectral_norm_bounds_the_critic_and_leaves_the_generator():
+    generator, critic = tiny_nets()
+    make("spectral_norm").setup(generator, critic, 10)
+    assert parametrize.is_parametrized(critic[0], "weight") and parametrize.is_parametrized(critic[2], "weight")
+    assert not parametrize.is_parametrized(generator[0], "weight")
+    critic.train()
+    for _ in range(30):  # power iterations converge during training forward passes
+        critic(torch.randn(1, 6, 16, 16))
+    sigma = torch.linalg.matrix_norm(critic[0].weight.flatten(1), ord=2).item()
+    assert sigma == pytest.approx(1.0, abs=0.05)
+    make("spectral_norm", target="both").setup(generator, critic, 10)  # applying twice is harmless
+    assert parametrize.is_parametrized(generator[3], "weight")
+    assert len(critic[0].parametrizations.weight) == 1
