@@ -159,8 +159,10 @@ def describe(kind: str, name: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
+    from rich.markup import escape
+
     console = _console()
-    console.print(f"[bold]{title}[/bold]: {summary}")
+    console.print(f"[bold]{escape(title)}[/bold]: {escape(summary)}")
     if description:
         console.print(description, markup=False)
     console.print(f"[dim]from {provider}[/dim]")
@@ -225,13 +227,15 @@ def _plugin_commands(loaded) -> dict[str, list[str]]:
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--size", default=256, show_default=True, help="Image side used to report the critic's output size.")
+@click.option("--size", type=int, default=None,
+              help="Image side for the critic's output size (default: the dataset's crop_size or size, else 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def check(recipe: str, overrides: tuple[str, ...], size: int, as_json: bool) -> None:
+def check(recipe: str, overrides: tuple[str, ...], size: int | None, as_json: bool) -> None:
     """Validate RECIPE and build every model without training."""
     from cgan_kit.check import summarize
 
     report = summarize(recipe, list(overrides), size)
+    size = report["size"]
     if as_json:
         _echo_json(report)
         return
@@ -249,19 +253,27 @@ def check(recipe: str, overrides: tuple[str, ...], size: int, as_json: bool) -> 
         console.print(f"  loss       {loss['type']:<12} weight {loss['weight']:g} ({loss['role']})")
     for stabilizer in report["stabilizers"]:
         console.print(f"  stabilizer {stabilizer['type']}")
+    data = report["data"]
+    splits = ", ".join(f"{count} {split}" for split, count in data["splits"].items())
+    console.print(f"  data       {data['type']:<12} {splits or 'not readable'}", markup=False)
+    for problem in data["problems"]:  # the models are fine; the data can still be fetched later
+        click.echo(f"warning: {problem}", err=True)
 
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False), required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
-def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None) -> None:
+@click.option("--until", type=click.IntRange(min=1), default=None, metavar="STEP",
+              help="Stop after STEP (with a checkpoint) without changing the schedules, which still span "
+                   "train.steps; continue later with --resume. For time-limited jobs.")
+def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, until: int | None) -> None:
     """Train RECIPE (or continue a run with --resume RUN_DIR)."""
     from cgan_kit.train import train
 
     if recipe is None and resume is None:
         raise CganError("cgan run needs a RECIPE or --resume RUN_DIR (try recipes/quickstart.toml)")
-    train(recipe, list(overrides), resume)
+    train(recipe, list(overrides), resume, until)
 
 
 def main() -> None:

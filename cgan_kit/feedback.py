@@ -46,6 +46,11 @@ class RunLog:
             self.writer.add_scalar(key, value, step)
         self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
         self.metrics.flush()
+        evaluation = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("eval/")}
+        if evaluation:  # a line of its own that stays on screen
+            shown = " ".join(f"{k} {v:.4g}" for k, v in evaluation.items())
+            self.message(f"step {step}/{self.total} evaluation: {shown}")
+            return
         status = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in values.items()
                           if k.startswith("loss/") or k in ("speed/images_per_s",))
         if self.progress is not None:

@@ -249,7 +249,11 @@ def parse_docstring(doc: str | None) -> tuple[str, str, dict[str, str]]:
                     params[current] = f"{params[current]} {line.strip()}".strip()
                 continue
         body_lines.append(line)
-    return summary, "\n".join(body_lines).strip(), params
+    # Paragraphs are joined into single lines so that a terminal wraps them at its own width.
+    paragraphs = [" ".join(part.split()) for part in "\n".join(body_lines).split("\n\n")]
+    body = "\n\n".join(p for p in paragraphs if p)
+    plain = lambda text: text.replace("``", "`")  # noqa: E731  (reST literals read as Markdown ones)
+    return plain(summary), plain(body), {name: plain(doc) for name, doc in params.items()}
 
 
 def params_of(factory: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[Param]:

@@ -237,8 +237,8 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
-def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> None:
-    """Train a recipe (or resume a run) to ``train.steps``."""
+def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> None:
+    """Train a recipe (or resume a run) to ``train.steps``, or only to step ``until``."""
     registry = plugins.registry()
     run = open_run(recipe_path, overrides, resume)
     recipe, cfg = run.recipe, run.recipe.train
@@ -274,8 +274,9 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> 
     if run.resume_from is not None:
         step, batches_seen = restore(run.resume_from, models, optimizers)
         print(f"resuming {run.folder} from step {step} ({run.resume_from.name})", file=sys.stderr)
-    if step >= cfg.steps:
-        print(f"{run.folder} is already at step {step} of {cfg.steps}; raise train.steps with --set to go on",
+    stop_at = min(cfg.steps, until or cfg.steps)
+    if step >= stop_at:
+        print(f"{run.folder} is already at step {step} of {stop_at}; raise train.steps with --set to go on",
               file=sys.stderr)
         return
 
@@ -303,14 +304,15 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> 
 
     started = time.perf_counter()
     with StopRequests() as stop:
-        while step < cfg.steps and not stop.requested:
+        while step < stop_at and not stop.requested:
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
             factor = lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
             for name, optimizer in optimizers.items():
                 for group in optimizer.param_groups:
                     group["lr"] = base_lr[name] * factor
             step += 1
-            logging = step % cfg.log_every == 0 or step == cfg.steps
+            last = step == stop_at
+            logging = step % cfg.log_every == 0 or last
             scalars: dict[str, float] = {}
 
             # --- critic: learn to tell real pairs from generated ones -------------------------
@@ -367,7 +369,7 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> 
             if logging:
                 scalars.update({
                     "loss/critic": critic_loss.item(),
-                    "loss/generator": float(generator_loss),
+                    "loss/generator": generator_loss.item(),
                     **{key: value.item() for key, value in terms.items()},
                     "critic/real_score": real_scores.mean().item(),
                     "critic/fake_score": fake_scores.mean().item(),
@@ -378,7 +380,6 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> 
                 log.scalars(step, scalars, epoch)
             else:
                 log.advance(step)
-            last = step == cfg.steps
             if (cfg.sample_every and step % cfg.sample_every == 0) or last:
                 write_samples(eval_generator(models), fixed, device, run, log, step)
             if evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
@@ -386,7 +387,7 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None) -> 
             if step % cfg.checkpoint_every == 0 or last:
                 save_checkpoint(run, models, optimizers, step, batches_seen)
     log.close()
-    if stop.requested and step < cfg.steps:
+    if stop.requested and step < stop_at:
         # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
         path = save_checkpoint(run, models, optimizers, step, batches_seen)
         raise Interrupted(f"interrupted at step {step}; saved {path}; continue with "

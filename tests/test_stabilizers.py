@@ -46,8 +46,9 @@ def test_label_smoothing_softens_only_the_real_target_by_default():
 def test_label_smoothing_range_is_checked():
     real = plugins.registry().get("stabilizer", "label_smoothing").param("real")
     assert check_value([0.8, 1.0], real.annotation)[1] is None
-    assert "must be" in check_value(1.5, real.annotation)[1]
-    assert "must be" in check_value([0.8, 1.2], real.annotation)[1]
+    assert "must be" in check_value(-0.5, real.annotation)[1]
+    assert check_value([0.8, 1.2], real.annotation)[1] is None  # above 1 is allowed, as often used
+    assert "must be" in check_value([-0.1, 1.0], real.annotation)[1]
     assert check_value("high", real.annotation)[1]
 
 
@@ -122,6 +123,13 @@ def test_ema_averages_weights_copies_buffers_and_round_trips():
     assert torch.allclose(average[0].weight, start + 0.1)
     assert torch.all(average[1].running_mean == 5.0)
     assert not average.training and not any(p.requires_grad for p in average.parameters())
+
+    # k more steps against the formula: average_k = d^k * average_0 + (1 - d^k) * w for constant w
+    weights = generator[0].weight.detach().clone()
+    for step in range(3, 3 + 5):
+        stabilizer.after_generator_step(generator, step)
+    expected = 0.9**5 * (start + 0.1) + (1 - 0.9**5) * weights
+    assert torch.allclose(average[0].weight, expected, atol=1e-6)
 
     restored = make("ema", decay=0.9, start_step=1)
     restored.setup(*tiny_nets(), total_steps=10)

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from cgan_kit import Range, hookimpl
 from cgan_kit.errors import CganError
+from cgan_pix2pix.releases import release_for
 from cgan_pix2pix.images import IMAGE_SUFFIXES, list_images, read_bit_depth, read_image, to_channels
 from cgan_pix2pix.synthetic import Shapes
 from cgan_pix2pix.transforms import PairTransform
@@ -170,6 +171,11 @@ def _transform(load_size: int, crop_size: int, flip: bool, augment: bool) -> Pai
 def _root(root: str) -> Path:
     path = Path(root).expanduser()
     if not path.exists():
+        release = release_for(path)
+        if release is not None:
+            raise CganError(f'data.root: folder "{path}" does not exist; fetch the {release.name} release with '
+                            f"`cgan data download {release.name} --dir {path.parent}`, or point data.root at "
+                            "your copy (relative paths start from the current directory)")
         raise CganError(f'data.root: folder "{path}" does not exist; check the path (relative paths start '
                         "from the current directory)")
     if not path.is_dir():

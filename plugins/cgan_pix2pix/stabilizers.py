@@ -167,14 +167,15 @@ class SpectralNormalization(Stabilizer):
                     _spectral_norm(module, n_power_iterations=self.power_iterations)
 
 
-def label_smoothing(real: Annotated[float | tuple[float, float], Range(ge=0, le=1)] = 0.9,
+def label_smoothing(real: Annotated[float | tuple[float, float], Range(ge=0)] = 0.9,
                     fake: Annotated[float, Range(ge=0, le=1)] = 0.0) -> Stabilizer:
     """Softer critic targets: real pairs are labelled ``real`` instead of 1 (Salimans et al., 2016).
 
     One-sided by default, as the paper recommends: fakes keep the label 0.
 
     Args:
-        real: Target for real pairs: a number, or [low, high] to draw a fresh target per patch.
+        real: Target for real pairs: a number, or [low, high] to draw a fresh target per patch
+            (such as [0.8, 1.2]).
         fake: Target for generated pairs.
     """
     return LabelSmoothing(list(real) if isinstance(real, (list, tuple)) else real, fake)

@@ -1,0 +1,67 @@
+"""Shared helpers: the real CLI in a subprocess, and a tiny recipe that trains in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACADES = Path(os.environ.get("CGAN_FACADES", ROOT.parent / "shared" / "datasets" / "facades"))
+
+TINY_RECIPE = """
+[data]
+type = "synthetic"
+size = 32
+length = 64
+
+[generator]
+type = "unet"
+depth = 5
+ngf = 4
+
+[critic]
+type = "patchgan"
+n_layers = 2
+ndf = 4
+
+[[losses]]
+type = "bce"
+
+[[losses]]
+type = "l1"
+weight = 100.0
+
+[train]
+steps = 6
+batch_size = 2
+log_every = 2
+sample_every = 3
+checkpoint_every = 3
+eval_every = 3
+eval_images = 8
+"""
+
+
+def cgan(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None,
+         check: bool | None = None) -> subprocess.CompletedProcess:
+    """Run the real `cgan` command line; check=True asserts exit 0, check=False asserts it failed."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CGAN_")}
+    full_env.update(env or {})
+    result = subprocess.run([sys.executable, "-m", "cgan_kit", *args], capture_output=True, text=True,
+                            cwd=cwd, timeout=timeout, env=full_env)
+    if check is True:
+        assert result.returncode == 0, f"cgan {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    elif check is False:
+        assert result.returncode != 0, f"cgan {' '.join(args)} should have failed:\n{result.stdout}"
+    return result
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RECIPE + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
+    return path

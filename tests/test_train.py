@@ -1,0 +1,164 @@
+"""`cgan run` end to end on real data: run folders, exact resume, interruption, NaN guard, facades."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cgan_kit import checkpoint
+from cgan_kit.schedule import lr_factor
+from conftest import FACADES, ROOT, cgan
+
+# Every stabilizer whose state must survive a resume: the pool, the average, the RNG they draw from.
+STABILIZED = """
+[[stabilizers]]
+type = "history_buffer"
+size = 4
+
+[[stabilizers]]
+type = "label_flipping"
+probability = 0.2
+
+[[stabilizers]]
+type = "instance_noise"
+sigma = 0.1
+
+[[stabilizers]]
+type = "ema"
+decay = 0.9
+"""
+
+
+def final_state(run: Path) -> dict[str, torch.Tensor]:
+    tensors, meta = checkpoint.load(checkpoint.latest(run / "checkpoints"))
+    return tensors, meta
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_folder_holds_recipe_checkpoints_samples_tensorboard_and_metrics(tiny_recipe, tmp_path):
+    result = cgan("run", str(tiny_recipe), check=True)
+    run = tmp_path / "runs" / "tiny"
+    assert "done" in result.stdout
+    assert (run / "recipe.toml").is_file()
+    assert [step for step, _ in checkpoint.saved_steps(run / "checkpoints")] == [0, 3, 6]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000003.png", "step_00000006.png"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = metrics(run)
+    assert [r["step"] for r in rows if "eval/l1" in r] == [0, 3, 6]
+    logged = next(r for r in rows if "loss/critic" in r)
+    for key in ("loss/generator", "loss/g_bce", "loss/g_l1", "critic/real_score", "critic/fake_score",
+                "lr/generator", "lr/critic", "grad_norm/critic", "grad_norm/generator", "speed/images_per_s"):
+        assert key in logged
+    # Not a terminal: plain progress lines for CI logs, with losses, speed and ETA.
+    assert "step 2/6" in result.stderr and "images_per_s" in result.stderr and "eta" in result.stderr
+    # The saved recipe repeats the run: every default resolved, loadable as a recipe itself.
+    again = cgan("check", str(run / "recipe.toml"), "--json", check=True)
+    assert json.loads(again.stdout)["generator"]["type"] == "unet"
+    # A second `cgan run` of the same recipe refuses to overwrite the run.
+    assert "--resume" in cgan("run", str(tiny_recipe), check=False).stderr
+
+
+def test_resume_is_exact_n_plus_n_equals_2n(tiny_recipe, tmp_path):
+    recipe = tiny_recipe.read_text() + STABILIZED
+    tiny_recipe.write_text(recipe)
+    cgan("run", str(tiny_recipe), "--set", "train.name=whole", check=True)
+    # --until stops at step 3 of a 6-step run: the decaying noise and schedules still span 6 steps.
+    cgan("run", str(tiny_recipe), "--set", "train.name=halves", "--until", "3", check=True)
+    resumed = cgan("run", "--resume", str(tmp_path / "runs" / "halves"), check=True)
+    assert "resuming" in resumed.stderr and "from step 3" in resumed.stderr
+
+    whole, whole_meta = final_state(tmp_path / "runs" / "whole")
+    halves, halves_meta = final_state(tmp_path / "runs" / "halves")
+    assert whole_meta["step"] == halves_meta["step"] == 6
+    assert whole.keys() == halves.keys()
+    assert any(k.startswith("stabilizers.0.pool") for k in whole)  # the history pool is saved
+    assert any(k.startswith("optim.generator.") for k in whole)  # and Adam's moments
+    different = [k for k in whole if not torch.equal(whole[k], halves[k])]
+    assert different == []
+    # The evaluation after resuming matches too: the held-out L1 at step 6 is the same number.
+    assert metrics(tmp_path / "runs" / "whole")[-1] == {**metrics(tmp_path / "runs" / "halves")[-1]}
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes(tiny_recipe, tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGAN_")}
+    process = subprocess.Popen([sys.executable, "-m", "cgan_kit", "run", str(tiny_recipe),
+                                "--set", "train.steps=100000", "--set", "train.checkpoint_every=100000"],
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or "loss/critic" not in (run / "metrics.jsonl").read_text():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    step, path = checkpoint.saved_steps(run / "checkpoints")[-1]
+    assert step >= 2 and f"interrupted at step {step}" in stderr
+    resumed = cgan("run", "--resume", str(run), "--set", f"train.steps={step + 2}", check=True)
+    assert f"from step {step}" in resumed.stderr
+    assert checkpoint.saved_steps(run / "checkpoints")[-1][0] == step + 2
+
+
+def test_a_nan_loss_stops_before_the_update_and_keeps_the_last_checkpoint(tiny_recipe, tmp_path):
+    # A learning rate this large blows the networks up within a few steps, as a bad recipe would.
+    result = cgan("run", str(tiny_recipe), "--set", "optim.lr=1e12", "--set", "train.steps=200",
+                  "--set", "train.checkpoint_every=1000")
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "loss is nan" in error or "loss is inf" in error
+    assert "step_00000000.safetensors" in error and "optim.lr" in error
+    tensors, meta = checkpoint.load(tmp_path / "runs" / "tiny" / "checkpoints" / "step_00000000.safetensors")
+    assert meta["step"] == 0 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_schedules_have_the_documented_values():
+    assert [lr_factor("constant", s, 100) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    assert [lr_factor("linear_decay", s, 100, 0.5) for s in (0, 49, 50, 75, 100)] == [1, 1, 1, 0.5, 0]
+    assert lr_factor("cosine", 0, 100) == 1.0
+    assert lr_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0)
+
+
+def test_the_logged_learning_rate_follows_the_schedule(tiny_recipe, tmp_path):
+    cgan("run", str(tiny_recipe), "--set", "optim.schedule=linear_decay", "--set", "optim.decay_start=0.5",
+         "--set", "optim.critic_lr_factor=2.0", "--set", "train.log_every=1", check=True)
+    rows = {r["step"]: r for r in metrics(tmp_path / "runs" / "tiny") if "lr/generator" in r}
+    # Step s (1-based) is the update made at 0-based step s - 1: 3 steps at 2e-4, then 3/3, 2/3, 1/3.
+    assert [round(rows[s]["lr/generator"] / 2e-4, 6) for s in range(1, 7)] == [1, 1, 1, 1, round(2 / 3, 6),
+                                                                               round(1 / 3, 6)]
+    assert rows[1]["lr/critic"] == pytest.approx(4e-4)
+
+
+def test_missing_release_folder_names_the_download_command(tmp_path):
+    result = cgan("run", str(ROOT / "recipes" / "pix2pix_facades.toml"),
+                  "--set", f"data.root={tmp_path / 'data' / 'facades'}", "--set", f"train.out_dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cgan data download facades --dir {tmp_path / 'data'}" in result.stderr
+
+
+@pytest.mark.skipif(not FACADES.is_dir(), reason=f"the facades set is not at {FACADES} (set CGAN_FACADES)")
+def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
+    recipe = str(ROOT / "recipes" / "pix2pix_facades.toml")
+    common = ["--set", f"train.out_dir={tmp_path}", "--set", "train.eval_images=8"]
+    cgan("run", recipe, "--set", f"data.root={FACADES}", "--set", "train.steps=20", *common, check=True,
+         timeout=600)
+    run = tmp_path / "pix2pix_facades"
+    assert checkpoint.saved_steps(run / "checkpoints")[-1][0] == 20
+    resumed = cgan("run", "--resume", str(run), "--set", "train.steps=22", *common, check=True, timeout=600)
+    assert "from step 20" in resumed.stderr
+    tensors, meta = final_state(run)
+    assert meta["step"] == 22 and meta["batches"] == 22
+    assert sum(v.numel() for k, v in tensors.items() if k.startswith("generator.") and "running" not in k
+               and "num_batches" not in k) == 54_413_955
