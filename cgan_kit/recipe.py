@@ -87,7 +87,8 @@ class Recipe:
             "critic": self.critic.to_toml(),
             "losses": [c.to_toml() for c in self.losses],
             "stabilizers": [c.to_toml() for c in self.stabilizers],
-            "train": _plain(dataclasses.asdict(self.train)),
+            # The run's name is resolved too, so that running the saved recipe names runs alike.
+            "train": _plain({**dataclasses.asdict(self.train), "name": self.run_name}),
             "optim": _plain(dataclasses.asdict(self.optim)),
         }
 

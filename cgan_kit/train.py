@@ -58,10 +58,7 @@ def open_run(recipe_path: str | None, overrides: list[str], resume: str | None) 
         recipe = load(saved, overrides)
         return Run(recipe, folder, checkpoint.latest(folder / "checkpoints"))
     recipe = load(recipe_path, overrides)
-    folder = Path(recipe.train.out_dir) / recipe.run_name
-    if (folder / RECIPE_FILE).exists():
-        raise CganError(f"{folder} already holds a run; continue it with `cgan run --resume {folder}` or start "
-                        f"another with --set train.name=NEW_NAME")
+    folder = first_free(Path(recipe.train.out_dir) / recipe.run_name)
     try:
         for sub in ("checkpoints", "samples", "tensorboard"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -73,6 +70,16 @@ def open_run(recipe_path: str | None, overrides: list[str], resume: str | None) 
         raise CganError(f"cannot write the run folder {folder}: {error.strerror or error}; choose a writable "
                         "train.out_dir") from None
     return Run(recipe, folder, None)
+
+
+def first_free(folder: Path) -> Path:
+    """The run folder itself, or ``name-2``, ``name-3``... when earlier runs hold it: a new run
+    never overwrites one (continuing one is ``--resume``)."""
+    candidate, number = folder, 1
+    while (candidate / RECIPE_FILE).exists():
+        number += 1
+        candidate = folder.with_name(f"{folder.name}-{number}")
+    return candidate
 
 
 def pick_device(name: str) -> torch.device:
@@ -126,16 +133,19 @@ def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimi
     tensors, meta = checkpoint.load(path)
     checkpoint.load_weights(models.generator, checkpoint.split(tensors, "generator"), "generator", path)
     checkpoint.load_weights(models.critic, checkpoint.split(tensors, "critic"), "critic", path)
+    # A checkpoint without optimizer state (weights converted from elsewhere) fine-tunes from fresh Adam.
     for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(checkpoint.optimizer_state(checkpoint.split(tensors, f"optim.{name}"),
-                                                             meta["optimizer_groups"][name]))
+        if name in meta["optimizer_groups"]:
+            optimizer.load_state_dict(checkpoint.optimizer_state(checkpoint.split(tensors, f"optim.{name}"),
+                                                                 meta["optimizer_groups"][name]))
     if len(meta["stabilizers"]) != len(models.stabilizers):
         raise CganError(f"{path}: saved with {len(meta['stabilizers'])} stabilizers, the recipe has "
                         f"{len(models.stabilizers)}; resume with the run's own recipe")
     for i, (stabilizer, extra) in enumerate(zip(models.stabilizers, meta["stabilizers"])):
         stabilizer.load_state_dict(checkpoint.split(tensors, f"stabilizers.{i}"))
         stabilizer.load_extra_state(extra)
-    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
     if torch.cuda.is_available():
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if len(states) == torch.cuda.device_count():
@@ -206,6 +216,17 @@ def check_finite(value: torch.Tensor, what: str, step: int, run: Run) -> bool:
     last = checkpoint.latest(run.checkpoints)
     raise CganError(f"step {step}: the {what} loss is {number}; stopped before updating, the last good "
                     f"checkpoint is {last}. Lower optim.lr, or set train.on_nonfinite = \"skip\"")
+
+
+def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: torch.nn.Module, what: str, step: int,
+           run: Run, scalars: dict[str, float] | None) -> None:
+    """One optimizer step on ``loss``, unless it is not finite; records the gradient norm when logging."""
+    optimizer.zero_grad(set_to_none=True)
+    if check_finite(loss, what, step, run):
+        loss.backward()
+        if scalars is not None:
+            scalars[f"grad_norm/{what}"] = grad_norm(module)
+        optimizer.step()
 
 
 class Interrupted(CganError):
@@ -292,7 +313,8 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
     if step == 0:
         if evaluation is not None:
             log.scalars(0, evaluate(eval_generator(models), evaluation, device), 0)
-        save_checkpoint(run, models, optimizers, 0, 0)  # a resumable state exists from the start
+        if run.resume_from is None:  # a resumable state exists from the start
+            save_checkpoint(run, models, optimizers, 0, 0)
 
     batches = iter(loader)
 
@@ -336,12 +358,7 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
                     penalty = item.loss.penalty(critic, real_pair, fake_pair)
                     if penalty is not None:
                         critic_loss = critic_loss + item.weight * penalty
-                optimizers["critic"].zero_grad(set_to_none=True)
-                if check_finite(critic_loss, "critic", step, run):
-                    critic_loss.backward()
-                    if logging:
-                        scalars["grad_norm/critic"] = grad_norm(critic)
-                    optimizers["critic"].step()
+                update(optimizers["critic"], critic_loss, critic, "critic", step, run, scalars if logging else None)
 
             # --- generator: fool the critic and stay close to the target ----------------------
             critic.requires_grad_(False)  # no critic gradients needed here: saves their compute
@@ -354,12 +371,8 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
                 terms.update({f"loss/g_{item.name}": item.weight * item.loss(fake, targets)
                               for item in models.reconstruction})
                 generator_loss = sum(terms.values())
-                optimizers["generator"].zero_grad(set_to_none=True)
-                if check_finite(generator_loss, "generator", step, run):
-                    generator_loss.backward()
-                    if logging:
-                        scalars["grad_norm/generator"] = grad_norm(generator)
-                    optimizers["generator"].step()
+                update(optimizers["generator"], generator_loss, generator, "generator", step, run,
+                       scalars if logging else None)
             critic.requires_grad_(True)
             for stabilizer in models.stabilizers:
                 stabilizer.after_generator_step(generator, step)

@@ -60,11 +60,14 @@ def test_resnet_matches_the_reference_size(blocks, parameters):
     assert count(resnet(3, 3, blocks=blocks, norm=instance, activation=relu)) == parameters
 
 
-def test_unet_dropout_sits_in_the_three_blocks_above_the_innermost():
+def test_unet_dropout_sits_in_the_blocks_above_the_innermost_as_the_reference():
     model = unet(3, 3, depth=8, ngf=2, max_channels=8, norm=batch, encoder_activation=leaky_relu,
                  decoder_activation=relu)
     with_dropout = [level for level, block in enumerate(model.up) if any(isinstance(m, nn.Dropout) for m in block)]
     assert with_dropout == [4, 5, 6]
+    depth7 = unet(3, 3, depth=7, ngf=2, max_channels=8, norm=batch, encoder_activation=leaky_relu,
+                  decoder_activation=relu)
+    assert [level for level, block in enumerate(depth7.up) if any(isinstance(m, nn.Dropout) for m in block)] == [4, 5]
     without = small_unet(depth=8, dropout=0.0)
     assert not any(isinstance(m, nn.Dropout) for m in without.modules())
 

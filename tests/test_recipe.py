@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 import sys
 from typing import Annotated, Literal
@@ -144,8 +145,11 @@ def test_good_recipe_resolves_defaults_and_references(tmp_path, registry):
 
 def test_resolved_recipe_round_trips(tmp_path, registry):
     recipe = load(write(tmp_path, GOOD), registry=registry)
-    again = validate(tomllib.loads(recipe.to_toml()), recipe.source, registry)
-    assert again == recipe
+    again = validate(tomllib.loads(recipe.to_toml()), "elsewhere/recipe.toml", registry)
+    assert again.to_toml() == recipe.to_toml()
+    assert again.run_name == recipe.run_name == "recipe"  # the saved name, not the new file's
+    assert dataclasses.replace(again, source=recipe.source) == dataclasses.replace(
+        recipe, train=dataclasses.replace(recipe.train, name=recipe.run_name))
 
 
 def test_typo_in_type_suggests_the_name(tmp_path, registry):

@@ -65,8 +65,10 @@ def test_a_run_folder_holds_recipe_checkpoints_samples_tensorboard_and_metrics(t
     # The saved recipe repeats the run: every default resolved, loadable as a recipe itself.
     again = cgan("check", str(run / "recipe.toml"), "--json", check=True)
     assert json.loads(again.stdout)["generator"]["type"] == "unet"
-    # A second `cgan run` of the same recipe refuses to overwrite the run.
-    assert "--resume" in cgan("run", str(tiny_recipe), check=False).stderr
+    # A second `cgan run` of the same recipe never overwrites the first: it gets a folder of its own.
+    cgan("run", str(tiny_recipe), "--until", "1", check=True)
+    assert (tmp_path / "runs" / "tiny-2" / "checkpoints" / "step_00000001.safetensors").is_file()
+    assert [step for step, _ in checkpoint.saved_steps(run / "checkpoints")] == [0, 3, 6]
 
 
 def test_resume_is_exact_n_plus_n_equals_2n(tiny_recipe, tmp_path):

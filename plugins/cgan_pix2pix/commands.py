@@ -1,4 +1,5 @@
-"""The pix2pix plugin's commands: ``cgan data download`` and ``cgan data releases``."""
+"""The pix2pix plugin's commands: ``cgan data download``, ``cgan data releases`` and
+``cgan convert-reference``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,40 @@ def releases_command() -> None:
         click.echo(f"  {release.name:<16} {counts} (paper direction {release.direction})")
 
 
+@click.command("convert-reference")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("generator_pth", type=click.Path(dir_okay=False))
+@click.option("--critic", "critic_pth", type=click.Path(dir_okay=False), default=None, metavar="D_PTH",
+              help="The reference's discriminator weights (latest_net_D.pth); without it the critic starts fresh.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set generator.depth=7 (repeatable).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="The run folder to create; it must not exist yet (or be empty).")
+def convert_reference_command(recipe: str, generator_pth: str, critic_pth: str | None, overrides: tuple[str, ...],
+                              out: str) -> None:
+    """Turn weights of the reference pix2pix into a run folder.
+
+    GENERATOR_PTH is a generator state dict saved by junyanz/pytorch-CycleGAN-and-pix2pix, such as its
+    latest_net_G.pth or the published facades_label2photo model: a U-Net (unet_128, unet_256) or a
+    ResNet (resnet_6blocks, resnet_9blocks). --critic converts its NLayerDiscriminator
+    (latest_net_D.pth) into a patchgan critic. RECIPE must describe the same networks (unet_256 is
+    unet depth 8, unet_128 depth 7, both with max_channels 8 * ngf); when it does not, the error
+    names the --set that fixes it. Files are read with torch.load(weights_only=True): no pickled
+    code ever runs.
+
+    RUN_DIR gets the recipe and the weights as step 0. `cgan run --resume RUN_DIR` then evaluates
+    them and fine-tunes from the reference weights with fresh optimizers, up to train.steps.
+    """
+    from cgan_pix2pix.reference import convert
+
+    done = convert(recipe, Path(generator_pth), Path(critic_pth) if critic_pth else None, list(overrides),
+                   Path(out))
+    click.echo(f"wrote {done.checkpoint}: the reference generator ({done.generator}, {done.parameters:,} "
+               f"parameters) and a {done.critic} critic as step 0; evaluate and fine-tune it with "
+               f"`cgan run --resume {done.folder}`")
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(data)
+    cli.add_command(convert_reference_command)

@@ -41,7 +41,8 @@ def unet(
         norm: Normalization of every level except the outermost and the innermost encoder level.
         encoder_activation: Activation before each encoder convolution (the paper: leaky ReLU, slope 0.2).
         decoder_activation: Activation before each decoder upsampling (the paper: ReLU).
-        dropout: Dropout rate in the three decoder blocks just above the innermost, as in the paper; 0 disables it.
+        dropout: Dropout rate in the depth - 5 decoder blocks just above the innermost (3 at depth 8, as in
+            the paper and the reference); 0 disables it.
         upsample: "transpose" for 4x4 transposed convolutions, "resize_conv" for nearest-neighbour resizing then
             a 3x3 convolution (no checkerboard artifacts).
         attention: Downsampling factors (powers of two up to 2**depth) of the feature maps to put a SAGAN

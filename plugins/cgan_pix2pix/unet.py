@@ -7,7 +7,6 @@ from torch import Tensor, nn
 
 from cgan_pix2pix.layers import Layers, SelfAttention, Upsample, crop, pad_to_multiple, upsample
 
-DROPOUT_LEVELS = 3  # decoder blocks, counted from the innermost up, that use dropout (as in the paper)
 
 
 class UNet(nn.Module):
@@ -44,6 +43,9 @@ def build_unet(in_channels: int, out_channels: int, depth: int, ngf: int, max_ch
                          f"{factors}")
     width = [min(ngf * 2**level, max_channels) for level in range(depth)]
     innermost = depth - 1
+    # Dropout sits in the depth - 5 decoder blocks just above the innermost, as in the reference:
+    # 3 for its unet_256 (the paper's "first 3 decoder layers"), 2 for unet_128.
+    dropout_levels = max(0, depth - 5)
     down, up = [], []
     for level in range(depth):
         # As in the reference, the outermost level (the raw image) and the innermost (a 1x1 map at
@@ -64,7 +66,7 @@ def build_unet(in_channels: int, out_channels: int, depth: int, ngf: int, max_ch
         else:
             block += [upsample(channels, width[level - 1], 4, upsample_mode, layers, bias=layers.bias),
                       layers.norm(width[level - 1])]
-            if dropout > 0 and innermost - DROPOUT_LEVELS <= level < innermost:
+            if dropout > 0 and innermost - dropout_levels <= level < innermost:
                 block.append(nn.Dropout(dropout))
         up.append(nn.Sequential(*block))
     return UNet(down, up)
