@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from typing import Any
@@ -267,12 +268,30 @@ def check(recipe: str, overrides: tuple[str, ...], size: int | None, as_json: bo
 @click.option("--until", type=click.IntRange(min=1), default=None, metavar="STEP",
               help="Stop after STEP (with a checkpoint) without changing the schedules, which still span "
                    "train.steps; continue later with --resume. For time-limited jobs.")
-def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, until: int | None) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train with N processes on this machine through torchrun's own launcher (one per GPU; "
+                   "gloo on CPUs); the same as `torchrun --standalone --nproc-per-node N -m cgan_kit run ...`. "
+                   "train.batch_size is per process.")
+def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, until: int | None,
+        nproc: int | None) -> None:
     """Train RECIPE (or continue a run with --resume RUN_DIR)."""
-    from cgan_kit.train import train
-
     if recipe is None and resume is None:
         raise CganError("cgan run needs a RECIPE or --resume RUN_DIR (try recipes/quickstart.toml)")
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from torch.distributed.run import main as torchrun
+
+        args = [*([recipe] if recipe else []), *(a for o in overrides for a in ("--set", o)),
+                *(["--resume", resume] if resume else []), *(["--until", str(until)] if until else [])]
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+        try:
+            torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "cgan_kit", "run", *args])
+        except ChildFailedError as error:  # each process has printed its own one-line error above
+            codes = ", ".join(f"rank {rank} exit code {failure.exitcode}" for rank, failure in error.failures.items())
+            raise CganError(f"distributed training with {nproc} processes failed ({codes}); see the errors above")
+        return
+    from cgan_kit.train import train
+
     train(recipe, list(overrides), resume, until)
 
 

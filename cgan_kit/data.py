@@ -39,18 +39,26 @@ class SeededItems(Dataset):
 
 
 class EpochBatches(Sampler):
-    """Endless batches of (index, seed) keys: a fresh permutation each epoch, last partial batch dropped."""
+    """Endless batches of (index, seed) keys: a fresh permutation each epoch, last partial batch dropped.
 
-    def __init__(self, size: int, batch_size: int, seed: int, start_batch: int = 0):
+    With ``world`` processes each global batch holds ``batch_size * world`` examples and process
+    ``rank`` takes its own slice of it, so together they see what one process with the whole
+    global batch would see. ``start_batch`` counts global batches.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_batch: int = 0, rank: int = 0,
+                 world: int = 1):
         self.size, self.batch_size, self.seed, self.start_batch = size, batch_size, seed, start_batch
-        self.per_epoch = size // batch_size
+        self.rank, self.global_batch = rank, batch_size * world
+        self.per_epoch = size // self.global_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         batch = self.start_batch
         while True:
             epoch, within = divmod(batch, self.per_epoch)
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
-            for first in range(within * self.batch_size, self.per_epoch * self.batch_size, self.batch_size):
+            for start in range(within * self.global_batch, self.per_epoch * self.global_batch, self.global_batch):
+                first = start + self.rank * self.batch_size
                 yield [(int(i), item_seed(self.seed, epoch, first + j))
                        for j, i in enumerate(order[first:first + self.batch_size])]
             batch = (epoch + 1) * self.per_epoch
@@ -64,14 +72,15 @@ def auto_workers(device: torch.device) -> int:
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, start_batch: int, workers: int,
-                 device: torch.device) -> DataLoader:
-    """An endless loader of training batches, starting at batch ``start_batch`` of the run."""
-    if len(dataset) < batch_size:
+                 device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
+    """An endless loader of this process's training batches, from global batch ``start_batch`` on."""
+    if len(dataset) < batch_size * world:
+        processes = f" times {world} processes" if world > 1 else ""
         raise CganError(f"data: the training split has {len(dataset)} examples, fewer than "
-                        f"train.batch_size = {batch_size}; lower the batch size or add data")
+                        f"train.batch_size = {batch_size}{processes}; lower the batch size or add data")
     return DataLoader(
         SeededItems(dataset),
-        batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch),
+        batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch, rank, world),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

@@ -104,3 +104,25 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(array).save(tmp, format="PNG")
     tmp.replace(path)
+
+
+class SilentLog:
+    """What the processes other than rank 0 log in distributed training: nothing."""
+
+    def images_per_s(self, step: int) -> float:
+        return 0.0
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -36,6 +36,12 @@ class TrainSettings:
         eval_images: At most this many held-out images per evaluation.
         on_nonfinite: When a loss is NaN or infinite: "stop" the run (keeping the last good
             checkpoint) or "skip" that update.
+        precision: "fp32", "bf16" or "fp16" autocast for the forward passes (fp16 with gradient
+            scaling); "auto" is bf16 on CUDA GPUs that support it and fp32 on the CPU.
+        channels_last: Keep images and convolution weights in channels-last memory layout (faster
+            convolutions on recent GPUs with bf16/fp16).
+        compile: torch.compile the networks' forward passes: false, "default", "max-autotune" or
+            "reduce-overhead" (the latter captures CUDA graphs on GPUs).
     """
 
     name: str = ""
@@ -56,6 +62,9 @@ class TrainSettings:
     eval_split: Literal["val", "test"] = "test"
     eval_images: Annotated[int, Range(ge=1)] = 64
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    compile: Literal[False, "default", "max-autotune", "reduce-overhead"] = False
 
 
 @dataclass(frozen=True)

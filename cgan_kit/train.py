@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from cgan_kit import __version__, checkpoint, plugins
+from cgan_kit import __version__, checkpoint, distributed, plugins
 from cgan_kit.build import Models, build_dataset, build_models
 from cgan_kit.data import auto_workers, eval_loader, train_loader
 from cgan_kit.errors import CganError
-from cgan_kit.feedback import RunLog, sample_grid, save_png
+from cgan_kit.feedback import RunLog, SilentLog, sample_grid, save_png
 from cgan_kit.recipe import Recipe, load
 from cgan_kit.schedule import lr_factor
 
@@ -45,8 +45,10 @@ class Run:
         return self.folder / "checkpoints"
 
 
-def open_run(recipe_path: str | None, overrides: list[str], resume: str | None) -> Run:
-    """Create a new run folder, or reopen one to resume; the resolved recipe is saved in it."""
+def open_run(recipe_path: str | None, overrides: list[str], resume: str | None,
+             context: distributed.Context = distributed.Context()) -> Run:
+    """Create a new run folder, or reopen one to resume; the resolved recipe is saved in it.
+    In distributed training rank 0 creates the folder and the others learn its name."""
     if resume is not None:
         if recipe_path is not None:
             raise CganError("give either a RECIPE or --resume RUN_DIR, not both (a run resumes with its own "
@@ -58,18 +60,20 @@ def open_run(recipe_path: str | None, overrides: list[str], resume: str | None) 
         recipe = load(saved, overrides)
         return Run(recipe, folder, checkpoint.latest(folder / "checkpoints"))
     recipe = load(recipe_path, overrides)
-    folder = first_free(Path(recipe.train.out_dir) / recipe.run_name)
-    try:
-        for sub in ("checkpoints", "samples", "tensorboard"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{RECIPE_FILE}.tmp"
-        tmp.write_text(f"# Resolved by cgan-kit {__version__} from {recipe_path}; repeat with "
-                       f"`cgan run {folder / RECIPE_FILE}`.\n{recipe.to_toml()}", encoding="utf-8")
-        tmp.replace(folder / RECIPE_FILE)
-    except OSError as error:
-        raise CganError(f"cannot write the run folder {folder}: {error.strerror or error}; choose a writable "
-                        "train.out_dir") from None
-    return Run(recipe, folder, None)
+    folder = None
+    if context.main:
+        folder = first_free(Path(recipe.train.out_dir) / recipe.run_name)
+        try:
+            for sub in ("checkpoints", "samples", "tensorboard"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{RECIPE_FILE}.tmp"
+            tmp.write_text(f"# Resolved by cgan-kit {__version__} from {recipe_path}; repeat with "
+                           f"`cgan run {folder / RECIPE_FILE}`.\n{recipe.to_toml()}", encoding="utf-8")
+            tmp.replace(folder / RECIPE_FILE)
+        except OSError as error:
+            raise CganError(f"cannot write the run folder {folder}: {error.strerror or error}; choose a writable "
+                            "train.out_dir") from None
+    return Run(recipe, distributed.share(folder, context), None)
 
 
 def first_free(folder: Path) -> Path:
@@ -106,7 +110,7 @@ def versions() -> dict[str, str]:
 
 
 def save_checkpoint(run: Run, models: Models, optimizers: dict[str, torch.optim.Optimizer],
-                    step: int, batches: int) -> Path:
+                    scalers: dict[str, torch.amp.GradScaler], step: int, batches: int) -> Path:
     tensors = {**checkpoint.prefixed("generator", models.generator.state_dict()),
                **checkpoint.prefixed("critic", models.critic.state_dict()),
                "rng.cpu": torch.get_rng_state()}
@@ -120,6 +124,7 @@ def save_checkpoint(run: Run, models: Models, optimizers: dict[str, torch.optim.
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
     meta = {"step": step, "batches": batches, "optimizer_groups": groups,
+            "grad_scalers": {name: scaler.state_dict() for name, scaler in scalers.items() if scaler.is_enabled()},
             "stabilizers": [s.extra_state() for s in models.stabilizers],
             "recipe": run.recipe.to_toml(), "versions": versions()}
     path = checkpoint.step_path(run.checkpoints, step)
@@ -128,7 +133,8 @@ def save_checkpoint(run: Run, models: Models, optimizers: dict[str, torch.optim.
     return path
 
 
-def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, int]:
+def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimizer],
+            scalers: dict[str, torch.amp.GradScaler]) -> tuple[int, int]:
     """Load a checkpoint into the built run; returns (step, batches consumed)."""
     tensors, meta = checkpoint.load(path)
     checkpoint.load_weights(models.generator, checkpoint.split(tensors, "generator"), "generator", path)
@@ -138,6 +144,9 @@ def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimi
         if name in meta["optimizer_groups"]:
             optimizer.load_state_dict(checkpoint.optimizer_state(checkpoint.split(tensors, f"optim.{name}"),
                                                                  meta["optimizer_groups"][name]))
+    for name, state in meta.get("grad_scalers", {}).items():
+        if scalers[name].is_enabled():  # fp16 then: the loss scale it had reached
+            scalers[name].load_state_dict(state)
     if len(meta["stabilizers"]) != len(models.stabilizers):
         raise CganError(f"{path}: saved with {len(meta['stabilizers'])} stabilizers, the recipe has "
                         f"{len(models.stabilizers)}; resume with the run's own recipe")
@@ -206,10 +215,11 @@ def grad_norm(module: torch.nn.Module) -> float:
     return torch.stack(norms).norm().item() if norms else 0.0
 
 
-def check_finite(value: torch.Tensor, what: str, step: int, run: Run) -> bool:
-    """True if the loss is finite; otherwise stop (or, with on_nonfinite = "skip", say to skip)."""
+def check_finite(value: torch.Tensor, what: str, step: int, run: Run, context: distributed.Context) -> bool:
+    """True if the loss is finite (on every process); otherwise stop, or with on_nonfinite = "skip"
+    say to skip the update."""
     number = value.item()
-    if math.isfinite(number):
+    if distributed.everywhere(math.isfinite(number), context, value.device):
         return True
     if run.recipe.train.on_nonfinite == "skip":
         return False
@@ -218,15 +228,20 @@ def check_finite(value: torch.Tensor, what: str, step: int, run: Run) -> bool:
                     f"checkpoint is {last}. Lower optim.lr, or set train.on_nonfinite = \"skip\"")
 
 
-def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: torch.nn.Module, what: str, step: int,
-           run: Run, scalars: dict[str, float] | None) -> None:
-    """One optimizer step on ``loss``, unless it is not finite; records the gradient norm when logging."""
+def update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+           module: torch.nn.Module, what: str, step: int, run: Run, context: distributed.Context,
+           scalars: dict[str, float] | None) -> None:
+    """One optimizer step on ``loss`` (gradients averaged across processes), unless the loss is
+    not finite; records the gradient norm when logging."""
     optimizer.zero_grad(set_to_none=True)
-    if check_finite(loss, what, step, run):
-        loss.backward()
+    if check_finite(loss, what, step, run, context):
+        scaler.scale(loss).backward()
+        distributed.average_gradients(module, context)
         if scalars is not None:
+            scaler.unscale_(optimizer)  # a true norm under fp16 loss scaling
             scalars[f"grad_norm/{what}"] = grad_norm(module)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
 
 class Interrupted(CganError):
@@ -258,13 +273,29 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` (None: full fp32)."""
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> None:
     """Train a recipe (or resume a run) to ``train.steps``, or only to step ``until``."""
     registry = plugins.registry()
-    run = open_run(recipe_path, overrides, resume)
+    context, device = distributed.start()  # a single process outside torchrun
+    try:
+        _train(registry, context, device, recipe_path, overrides, resume, until)
+    finally:
+        distributed.stop(context)
+
+
+def _train(registry: Any, context: distributed.Context, device: torch.device | None, recipe_path: str | None,
+           overrides: list[str], resume: str | None, until: int | None) -> None:
+    run = open_run(recipe_path, overrides, resume, context)
     recipe, cfg = run.recipe, run.recipe.train
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    device = device or pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the same on every process: identical initial weights
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -275,46 +306,71 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
     try:
         held_out = build_dataset(recipe, registry, cfg.eval_split, augment=False)
     except CganError as error:
-        print(f"warning: no evaluation: {error}", file=sys.stderr)
+        if context.main:
+            print(f"warning: no evaluation: {error}", file=sys.stderr)
         held_out = None
 
     models = build_models(recipe, registry)
     generator, critic = models.generator.to(device), models.critic.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    generator.to(memory_format=layout)
+    critic.to(memory_format=layout)
     for stabilizer in models.stabilizers:  # before the optimizers: spectral norm adds parameters
         stabilizer.setup(generator, critic, cfg.steps)
+    distributed.same_start(generator, context)
+    distributed.same_start(critic, context)
     opt = recipe.optim
+    fused = device.type == "cuda"  # one kernel for the whole update instead of several per tensor
     optimizers = {
         "generator": torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas,
-                                      weight_decay=opt.weight_decay),
+                                      weight_decay=opt.weight_decay, fused=fused),
         "critic": torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas,
-                                   weight_decay=opt.weight_decay),
+                                   weight_decay=opt.weight_decay, fused=fused),
     }
     base_lr = {name: o.param_groups[0]["lr"] for name, o in optimizers.items()}
+    amp_dtype = resolve_precision(cfg.precision, device)
+    # fp16 needs its losses scaled so that small gradients survive; bf16 has fp32's range and does not.
+    scalers = {name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16) for name in optimizers}
 
     step, batches_seen = 0, 0
     if run.resume_from is not None:
-        step, batches_seen = restore(run.resume_from, models, optimizers)
-        print(f"resuming {run.folder} from step {step} ({run.resume_from.name})", file=sys.stderr)
+        step, batches_seen = restore(run.resume_from, models, optimizers, scalers)
+        if context.main:
+            print(f"resuming {run.folder} from step {step} ({run.resume_from.name})", file=sys.stderr)
+    if context.rank > 0:  # each process draws its own noise, flips and dropout masks
+        torch.manual_seed(cfg.seed + 7919 * context.rank + step)
     stop_at = min(cfg.steps, until or cfg.steps)
     if step >= stop_at:
-        print(f"{run.folder} is already at step {step} of {stop_at}; raise train.steps with --set to go on",
-              file=sys.stderr)
+        if context.main:
+            print(f"{run.folder} is already at step {step} of {stop_at}; raise train.steps with --set to go on",
+                  file=sys.stderr)
         return
 
+    # The loop calls compiled forwards; checkpoints, EMA and evaluation use the plain modules.
+    if cfg.compile:
+        run_generator = torch.compile(generator, mode=cfg.compile)
+        run_critic = torch.compile(critic, mode=cfg.compile)
+    else:
+        run_generator, run_critic = generator, critic
+    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
     workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
-    loader = train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device)
-    per_epoch = len(train_set) // cfg.batch_size
+    loader = train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
+                          context.rank, context.world)
+    per_epoch = len(train_set) // (cfg.batch_size * context.world)
     fixed_source = held_out if held_out is not None else build_dataset(recipe, registry, "train", augment=False)
     fixed = next(iter(eval_loader(fixed_source, SAMPLE_COUNT, SAMPLE_COUNT, 0, device)))
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
 
-    log = RunLog(run.folder, cfg.steps, step, cfg.batch_size)
-    log.message(f"run folder {run.folder} ({device}, {len(train_set)} training examples)")
-    if step == 0:
+    main = context.main  # only rank 0 logs, evaluates, samples and saves
+    log = RunLog(run.folder, cfg.steps, step, cfg.batch_size * context.world) if main else SilentLog()
+    processes = f", {context.world} processes" if context.active else ""
+    log.message(f"run folder {run.folder} ({device}{processes}, {len(train_set)} training examples)")
+    if step == 0 and main:
         if evaluation is not None:
             log.scalars(0, evaluate(eval_generator(models), evaluation, device), 0)
         if run.resume_from is None:  # a resumable state exists from the start
-            save_checkpoint(run, models, optimizers, 0, 0)
+            save_checkpoint(run, models, optimizers, scalers, 0, 0)
 
     batches = iter(loader)
 
@@ -322,11 +378,12 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
         nonlocal batches_seen
         batch = next(batches)
         batches_seen += 1
-        return batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+        return (batch["input"].to(device, non_blocking=True, memory_format=layout),
+                batch["target"].to(device, non_blocking=True, memory_format=layout))
 
     started = time.perf_counter()
     with StopRequests() as stop:
-        while step < stop_at and not stop.requested:
+        while step < stop_at and not distributed.anywhere(stop.requested, context, device):
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
             factor = lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
             for name, optimizer in optimizers.items():
@@ -334,20 +391,21 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
                     group["lr"] = base_lr[name] * factor
             step += 1
             last = step == stop_at
-            logging = step % cfg.log_every == 0 or last
+            logging = main and (step % cfg.log_every == 0 or last)
             scalars: dict[str, float] = {}
 
             # --- critic: learn to tell real pairs from generated ones -------------------------
             for k in range(cfg.critic_steps):
                 inputs, targets = next_batch()
                 # Only the last fake feeds the generator update, so only it keeps its graph.
-                with torch.set_grad_enabled(k == cfg.critic_steps - 1):
-                    fake = generator(inputs)
+                with torch.set_grad_enabled(k == cfg.critic_steps - 1), autocast:
+                    fake = run_generator(inputs)
                 real_pair = torch.cat([inputs, targets], 1)
                 fake_pair = torch.cat([inputs, fake.detach()], 1)
                 for stabilizer in models.stabilizers:
                     real_pair, fake_pair = stabilizer.critic_inputs(real_pair, fake_pair, step)
-                real_scores, fake_scores = critic(real_pair), critic(fake_pair)
+                with autocast:
+                    real_scores, fake_scores = run_critic(real_pair).float(), run_critic(fake_pair).float()
                 real_target, fake_target = torch.ones_like(real_scores), torch.zeros_like(fake_scores)
                 for stabilizer in models.stabilizers:
                     real_target, fake_target = stabilizer.targets(real_target, fake_target, step)
@@ -355,29 +413,33 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
                 for item in models.adversarial:
                     critic_loss = critic_loss + item.weight * item.loss.critic_loss(
                         real_scores, fake_scores, real_target, fake_target)
+                    # The penalty differentiates through the critic twice: the plain module, in fp32.
                     penalty = item.loss.penalty(critic, real_pair, fake_pair)
                     if penalty is not None:
                         critic_loss = critic_loss + item.weight * penalty
-                update(optimizers["critic"], critic_loss, critic, "critic", step, run, scalars if logging else None)
+                update(optimizers["critic"], scalers["critic"], critic_loss, critic, "critic", step, run, context,
+                       scalars if logging else None)
 
             # --- generator: fool the critic and stay close to the target ----------------------
             critic.requires_grad_(False)  # no critic gradients needed here: saves their compute
             for k in range(cfg.generator_steps):
-                if k > 0:
-                    fake = generator(inputs)  # the previous fake predates the last update
-                fake_scores_g = critic(torch.cat([inputs, fake], 1))
+                with autocast:
+                    if k > 0:
+                        fake = run_generator(inputs)  # the previous fake predates the last update
+                    fake_scores_g = run_critic(torch.cat([inputs, fake], 1)).float()
+                fake = fake.float()
                 terms = {f"loss/g_{item.name}": item.weight * item.loss.generator_loss(fake_scores_g)
                          for item in models.adversarial}
                 terms.update({f"loss/g_{item.name}": item.weight * item.loss(fake, targets)
                               for item in models.reconstruction})
                 generator_loss = sum(terms.values())
-                update(optimizers["generator"], generator_loss, generator, "generator", step, run,
-                       scalars if logging else None)
+                update(optimizers["generator"], scalers["generator"], generator_loss, generator, "generator", step,
+                       run, context, scalars if logging else None)
             critic.requires_grad_(True)
             for stabilizer in models.stabilizers:
                 stabilizer.after_generator_step(generator, step)
 
-            # --- feedback, evaluation, checkpoints ---------------------------------------------
+            # --- feedback, evaluation, checkpoints (rank 0) -------------------------------------
             epoch = batches_seen // per_epoch
             if logging:
                 scalars.update({
@@ -393,18 +455,21 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
                 log.scalars(step, scalars, epoch)
             else:
                 log.advance(step)
+            if not main:
+                continue
             if (cfg.sample_every and step % cfg.sample_every == 0) or last:
                 write_samples(eval_generator(models), fixed, device, run, log, step)
             if evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
                 log.scalars(step, evaluate(eval_generator(models), evaluation, device), epoch)
             if step % cfg.checkpoint_every == 0 or last:
-                save_checkpoint(run, models, optimizers, step, batches_seen)
+                save_checkpoint(run, models, optimizers, scalers, step, batches_seen)
     log.close()
-    if stop.requested and step < stop_at:
+    if step < stop_at:
         # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
-        path = save_checkpoint(run, models, optimizers, step, batches_seen)
+        path = save_checkpoint(run, models, optimizers, scalers, step, batches_seen) if main else None
         raise Interrupted(f"interrupted at step {step}; saved {path}; continue with "
                           f"`cgan run --resume {run.folder}`")
-    elapsed = time.perf_counter() - started
-    print(f"done: {run.folder} at step {step}, {elapsed:.1f} s this session; latest checkpoint "
-          f"{checkpoint.latest(run.checkpoints)}")
+    if main:
+        elapsed = time.perf_counter() - started
+        print(f"done: {run.folder} at step {step}, {elapsed:.1f} s this session; latest checkpoint "
+              f"{checkpoint.latest(run.checkpoints)}")
