@@ -295,6 +295,32 @@ def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, unti
     train(recipe, list(overrides), resume, until)
 
 
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed steps (after as many warm-up steps) for each loop.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def bench(recipe: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> None:
+    """Time `cgan run` on RECIPE against a bare PyTorch loop on the same nets and data."""
+    from cgan_kit.bench import bench as measure
+
+    report = measure(recipe, list(overrides), steps)
+    if as_json:
+        _echo_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{recipe} on {report['device']} ({report['device_name']}, {report['threads']} threads, "
+                        f"{report['precision']}, batch {report['batch_size']})")
+    for column in ("loop", "ms per step", "images/s"):
+        table.add_column(column)
+    table.add_row("bare PyTorch", f"{report['bare_ms_per_step']:.1f}", f"{report['bare_images_per_s']:.2f}")
+    table.add_row("cgan run", f"{report['ms_per_step']:.1f}", f"{report['images_per_s']:.2f}")
+    _console().print(table)
+    click.echo(f"cgan run / bare: {report['bare_ratio']:.3f}; peak memory {report['peak_memory_mb']:.0f} MB")
+
+
 def main() -> None:
     """Entry point of the ``cgan`` console script."""
     try:

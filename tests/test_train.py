@@ -164,3 +164,20 @@ def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
     assert meta["step"] == 22 and meta["batches"] == 22
     assert sum(v.numel() for k, v in tensors.items() if k.startswith("generator.") and "running" not in k
                and "num_batches" not in k) == 54_413_955
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train_and_resume(tiny_recipe, tmp_path, precision):
+    overrides = ["--set", f"train.precision={precision}", "--set", "train.channels_last=true"]
+    cgan("run", str(tiny_recipe), *overrides, "--until", "3", check=True)
+    run = tmp_path / "runs" / "tiny"
+    _, meta = final_state(run)
+    if precision == "fp16":  # the loss scale is part of the state a resume needs
+        assert meta["grad_scalers"]["generator"]["scale"] > 0
+    else:
+        assert meta["grad_scalers"] == {}
+    cgan("run", "--resume", str(run), check=True)
+    tensors, meta = final_state(run)
+    assert meta["step"] == 6
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert metrics(run)[-1]["eval/l1"] < 2

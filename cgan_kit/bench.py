@@ -1,0 +1,125 @@
+"""``cgan bench``: the training loop's speed against a bare PyTorch loop on the same nets and data.
+
+Both run in this process, one after the other, each with warm-up steps first. The real loop is
+``cgan run`` itself (into a temporary folder); the bare loop is the smallest loop that makes the
+same updates: the generator, the critic on real and fake pairs, the recipe's losses, Adam. The
+ratio of their step times is the framework's overhead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgan_kit import __version__, plugins
+from cgan_kit.build import build_dataset, build_models
+from cgan_kit.data import train_loader
+from cgan_kit.recipe import load
+from cgan_kit.train import pick_device, resolve_precision, train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux: the whole process
+
+
+def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
+    """Seconds per step of a plain PyTorch GAN loop on the recipe's networks, data and losses."""
+    registry = plugins.registry()
+    recipe = load(recipe_path, overrides, registry)
+    cfg, opt = recipe.train, recipe.optim
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    models = build_models(recipe, registry)
+    generator, critic = models.generator.to(device), models.critic.to(device)
+    fused = device.type == "cuda"
+    opt_g = torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas, fused=fused)
+    opt_c = torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas, fused=fused)
+    dtype = resolve_precision(cfg.precision, device)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    loader = iter(train_loader(build_dataset(recipe, registry, "train", augment=True), cfg.batch_size, cfg.seed, 0,
+                               0 if cfg.workers == "auto" and device.type == "cpu" else 2, device))
+
+    def step() -> None:
+        batch = next(loader)
+        inputs, targets = batch["input"].to(device), batch["target"].to(device)
+        with autocast:
+            fake = generator(inputs)
+            real_scores = critic(torch.cat([inputs, targets], 1)).float()
+            fake_scores = critic(torch.cat([inputs, fake.detach()], 1)).float()
+        ones, zeros = torch.ones_like(real_scores), torch.zeros_like(fake_scores)
+        loss_c = sum(i.weight * i.loss.critic_loss(real_scores, fake_scores, ones, zeros) for i in models.adversarial)
+        opt_c.zero_grad(set_to_none=True)
+        loss_c.backward()
+        opt_c.step()
+        critic.requires_grad_(False)
+        with autocast:
+            scores = critic(torch.cat([inputs, fake], 1)).float()
+        loss_g = (sum(i.weight * i.loss.generator_loss(scores) for i in models.adversarial)
+                  + sum(i.weight * i.loss(fake.float(), targets) for i in models.reconstruction))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        critic.requires_grad_(True)
+
+    for _ in range(steps):  # warm-up: allocator, kernels' first calls, autotuning
+        step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def real_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
+    """Seconds per step of `cgan run` itself, timed between its log lines after ``steps`` warm-up steps."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON
+        train(recipe_path, [*overrides, f"train.out_dir={json.dumps(folder)}", 'train.name="bench"',
+                            f"train.steps={2 * steps}", f"train.log_every={steps}", "train.sample_every=0",
+                            "train.eval_every=0", "train.eval_images=1", "train.checkpoint_every=1000000000"],
+              None)
+        rows = [json.loads(line) for line in (Path(folder) / "bench" / "metrics.jsonl").read_text().splitlines()]
+    batch = load(recipe_path, overrides).train.batch_size
+    timed = [r for r in rows if r.get("step") == 2 * steps and "speed/images_per_s" in r]
+    return batch / timed[0]["speed/images_per_s"]
+
+
+def bench(recipe_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
+    """Time the bare loop and `cgan run` on a recipe; returns the figures ``cgan bench --json`` prints."""
+    recipe = load(recipe_path, overrides)
+    device = pick_device(recipe.train.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bare = bare_loop(recipe_path, overrides, steps)
+    real = real_loop(recipe_path, overrides, steps)
+    batch = recipe.train.batch_size
+    dtype = resolve_precision(recipe.train.precision, device)
+    size = next((recipe.data.args[k] for k in ("crop_size", "size") if k in recipe.data.args), None)
+    return {
+        "recipe": recipe_path, "overrides": overrides, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "cgan_kit": __version__,
+        "precision": str(dtype).replace("torch.", "") if dtype else "float32",
+        "compile": recipe.train.compile, "channels_last": recipe.train.channels_last,
+        "batch_size": batch, "image_size": size, "timed_steps": steps,
+        "ms_per_step": round(real * 1000, 2), "images_per_s": round(batch / real, 2),
+        "bare_ms_per_step": round(bare * 1000, 2), "bare_images_per_s": round(batch / bare, 2),
+        "bare_ratio": round(real / bare, 4), "peak_memory_mb": round(_peak_memory_mb(device), 1),
+    }
