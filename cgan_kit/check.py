@@ -7,7 +7,7 @@ from typing import Any
 from cgan_kit import plugins
 from cgan_kit.contracts import AdversarialLoss
 from cgan_kit.build import build_dataset, build_models, channels
-from cgan_kit.errors import CganError
+from cgan_kit.errors import ArgumentError, CganError
 from cgan_kit.recipe import Recipe, load
 from cgan_kit.registry import Registry
 
@@ -27,6 +27,8 @@ def data_report(recipe: Recipe, registry: Registry) -> dict[str, Any]:
     for split in dict.fromkeys(("train", recipe.train.eval_split)):
         try:
             report["splits"][split] = len(build_dataset(recipe, registry, split, augment=False))
+        except ArgumentError:
+            raise  # the recipe itself is wrong, not merely its data absent
         except CganError as error:
             report["problems"].append(str(error))
             break  # the other split would only repeat it

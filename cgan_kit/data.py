@@ -35,7 +35,22 @@ class SeededItems(Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            try:
+                return self.dataset[index]
+            except CganError as error:
+                if torch.utils.data.get_worker_info() is None:
+                    raise
+                raise WorkerError(str(error)) from None
+
+
+class WorkerError(CganError):
+    """A user error raised in a DataLoader worker process. torch re-raises it in the main process as
+    WorkerError("Caught WorkerError in DataLoader worker process N. Original Traceback ...
+    cgan_kit.data.WorkerError: MESSAGE"): only MESSAGE, the one line the user needs, is kept."""
+
+    def __init__(self, message: str):
+        marker = f"{__name__}.{WorkerError.__qualname__}: "
+        super().__init__(message.rpartition(marker)[2] if marker in message else message)
 
 
 class EpochBatches(Sampler):

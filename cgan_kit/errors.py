@@ -32,3 +32,7 @@ class RecipeError(CganError):
 
     def lines(self) -> list[str]:
         return [f"{self.source}: {problem}" for problem in self.problems]
+
+
+class ArgumentError(CganError):
+    """Component arguments that cannot work together (no download or file can fix them)."""

@@ -20,7 +20,9 @@ class RunLog:
 
         self.total, self.batch_size = total_steps, batch_size
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
-        self.metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.metrics = _reopen_metrics(run_dir / "metrics.jsonl", start_step)
+        for leftover in (run_dir / "samples").glob(".*.tmp"):  # a sample being written when a run was killed
+            leftover.unlink(missing_ok=True)
         self.interactive = sys.stderr.isatty()
         self.started, self.start_step = time.perf_counter(), start_step
         self.last_time, self.last_step = self.started, start_step
@@ -79,6 +81,18 @@ class RunLog:
             self.progress.stop()
         self.writer.close()
         self.metrics.close()
+
+
+def _reopen_metrics(path: Path, start_step: int) -> Any:
+    """Open the metrics file for appending, first dropping rows past ``start_step``: a run killed
+    after its last checkpoint logged steps that the resumed run will log again."""
+    if path.exists() and start_step > 0:
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+    return open(path, "a", encoding="utf-8")
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:

@@ -226,9 +226,24 @@ def validate(raw: Any, source: str, registry: Registry) -> Recipe:
                                   for i, item in enumerate(items))
     settings = {table: _settings(raw.get(table, {}), table, cls, problems)
                 for table, cls in SETTINGS_TABLES.items()}
+    if settings["train"] is not None:
+        problems.extend(_folder_problems(settings["train"]))
     if problems:
         raise RecipeError(source, problems)
     return Recipe(source=source, **components, **settings)
+
+
+def _folder_problems(train: TrainSettings) -> list[Problem]:
+    """The run folder is <train.out_dir>/<train.name>: the name must be one plain folder name, so
+    that a run writes inside train.out_dir only."""
+    problems = []
+    name = train.name
+    if name and (name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute()):
+        problems.append(Problem("train.name", f"{_found(name)} is not a plain folder name (the run folder is "
+                                              "train.out_dir/train.name); choose where runs go with train.out_dir"))
+    if "\0" in train.out_dir:
+        problems.append(Problem("train.out_dir", "contains a NUL character, which no path can hold"))
+    return problems
 
 
 def _missing_table(key: str) -> str:

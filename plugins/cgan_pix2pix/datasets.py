@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cgan_kit import Range, hookimpl
-from cgan_kit.errors import CganError
+from cgan_kit.errors import ArgumentError, CganError
 from cgan_pix2pix.releases import release_for
 from cgan_pix2pix.images import IMAGE_SUFFIXES, list_images, read_bit_depth, read_image, to_channels
 from cgan_pix2pix.synthetic import Shapes
@@ -60,7 +60,8 @@ class _SideBySide(_PairedImages):
         image = read_image(self.files[index])
         width = image.shape[-1]
         if width < 2:
-            raise CganError(f'image "{self.files[index]}" is {width} pixel wide: it cannot hold A and B side by side')
+            raise CganError(f'image "{self.files[index]}" is {width} pixel wide: it cannot hold A and B side by '
+                            "side; replace or remove it")
         return image[..., :width // 2], image[..., width // 2:]
 
 
@@ -163,7 +164,7 @@ def register_datasets(register):
 
 def _transform(load_size: int, crop_size: int, flip: bool, augment: bool) -> PairTransform:
     if crop_size > load_size:
-        raise CganError(f"data.crop_size: {crop_size} is larger than data.load_size = {load_size}, so images "
+        raise ArgumentError(f"data.crop_size: {crop_size} is larger than data.load_size = {load_size}, so images "
                         "resized to load_size are smaller than the crop; lower crop_size or raise load_size")
     return PairTransform(load_size, crop_size, flip and augment, augment)
 

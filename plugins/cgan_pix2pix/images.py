@@ -212,10 +212,14 @@ def _write_png16(path: Path, samples: np.ndarray) -> None:
 
 
 def _unreadable(path: Path, error: BaseException) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return f'image "{path}" is too large to decode safely ({error}); resize it or remove it'
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f'image "{path}" cannot be opened ({error.strerror or error}); check that it exists and is readable'
     try:
         empty = Path(path).stat().st_size == 0
     except OSError:
         return f'image "{path}" cannot be opened ({error}); check that it exists and is readable'
     if empty:
         return f'image "{path}" is empty (0 bytes); replace or remove it'
-    return f'image "{path}" is corrupt or truncated ({error}); replace or remove it'
+    return f'image "{path}" is corrupt or truncated ({" ".join(str(error).split())}); replace or remove it'
