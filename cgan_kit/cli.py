@@ -321,6 +321,125 @@ def bench(recipe: str, overrides: tuple[str, ...], steps: int, as_json: bool) ->
     click.echo(f"cgan run / bare: {report['bare_ratio']:.3f}; peak memory {report['peak_memory_mb']:.0f} MB")
 
 
+TRANSLATE_MODE_HELP = (
+    "eval: batch norm uses the running statistics learnt in training, dropout is off; an image's output does "
+    "not depend on the other inputs. paper: the pix2pix paper's test-time behaviour (Isola et al. 2017, sec. "
+    "3.3): each image is normalized by its own batch statistics and dropout stays on (seeded by --seed, so "
+    "repeatable); the running statistics are neither used nor modified; one image at a time.")
+EMA_HELP = ("Use the moving average of the generator's weights (the recipe's [[stabilizers]] type = \"ema\"); "
+            "--no-ema uses the trained weights. Default: the EMA weights when the checkpoint has them.")
+RUN_OR_CHECKPOINT = click.Path(exists=False)
+
+
+def _weights(loaded) -> str:
+    return "EMA weights" if loaded.ema else "trained weights"
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", metavar="RUN_OR_CHECKPOINT", type=RUN_OR_CHECKPOINT)
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the outputs (created): one PNG per input, named after it (photo.jpg -> photo.png).")
+@click.option("--ema/--no-ema", default=None, help=EMA_HELP)
+@click.option("--mode", type=click.Choice(["eval", "paper"]), default="eval", show_default=True,
+              help=TRANSLATE_MODE_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images of equal size translated together (eval mode).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dropout masks in --mode paper.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bool | None, mode: str,
+              batch_size: int, seed: int, device: str) -> None:
+    """Translate images with a trained generator.
+
+    RUN_OR_CHECKPOINT is a run folder (its newest checkpoint is used) or a .safetensors checkpoint;
+    the generator and its channels come from the recipe saved inside it. INPUT is image files or
+    folders (every image directly inside, in natural order). Images of any size are translated
+    at their own size; they are converted to the channels the generator takes, and the outputs
+    are 8-bit PNGs, or 16-bit PNGs for 16-bit inputs.
+    """
+    from pathlib import Path
+
+    from cgan_kit.inference import find_images, load_generator
+    from cgan_kit.inference import translate as run_translate
+
+    files = find_images([Path(i) for i in inputs])
+    loaded = load_generator(run_or_checkpoint, ema=ema, device=device)
+    written = run_translate(loaded, files, Path(out), mode, batch_size, seed)
+    click.echo(f"translated {len(written)} image{'s' if len(written) != 1 else ''} into {out} with "
+               f"{loaded.path} (step {loaded.step}, {_weights(loaded)}, {mode} mode)")
+
+
+@cli.command("eval")
+@click.argument("run_or_checkpoint", metavar="RUN_OR_CHECKPOINT", type=RUN_OR_CHECKPOINT)
+@click.option("--data", "data_root", metavar="ROOT", default=None,
+              help="Dataset folder instead of the recipe's data.root.")
+@click.option("--split", default="test", show_default=True, help="Which split of the recipe's data to measure.")
+@click.option("--fid/--no-fid", default=None,
+              help="Also FID and KID against the split's real targets (Inception-v3 features; needs "
+                   "pip install 'cgan-kit[fid]'). Default: when that is installed.")
+@click.option("--ema/--no-ema", default=None, help=EMA_HELP)
+@click.option("--images", "limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only the first N examples of the split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid: bool | None, ema: bool | None,
+                 limit: int | None, batch_size: int, device: str, as_json: bool) -> None:
+    """Measure a trained generator on a split of its recipe's data.
+
+    Eval-mode generator (EMA weights when present) on the data as the recipe evaluates it. L1 is in
+    the [-1, 1] units of the models; PSNR (dB) and SSIM (11x11 Gaussian window, sigma 1.5) are on
+    [0, 1] images; each is averaged over images. FID and KID compare Inception features of the
+    outputs with those of the real targets (both biased on small sets: compare like with like).
+    """
+    from cgan_kit.metrics import evaluate
+
+    report = evaluate(run_or_checkpoint, data_root=data_root, split=split, fid=fid, ema=ema,
+                      batch_size=batch_size, limit=limit, device=device)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    weights = "EMA weights" if report["ema"] else "trained weights"
+    click.echo(f"{report['checkpoint']} (step {report['step']}, {weights}): {report['split']} split, "
+               f"{report['images']} images")
+    click.echo(f"  L1    {report['l1']:.4f}  (in [-1, 1] units)")
+    click.echo(f"  PSNR  {report['psnr']:.2f} dB")
+    click.echo(f"  SSIM  {report['ssim']:.4f}")
+    if "fid" in report:
+        click.echo(f"  FID   {report['fid']:.2f}")
+        click.echo(f"  KID   {report['kid']:.5f} +- {report['kid_std']:.5f}")
+
+
+@cli.command()
+@click.argument("run_or_checkpoint", metavar="RUN_OR_CHECKPOINT", type=RUN_OR_CHECKPOINT)
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True,
+              help="torchscript (torch.jit.trace; load with torch.jit.load) or onnx (needs "
+                   "pip install 'cgan-kit[export]').")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, metavar="H W",
+              help="Input height and width the graph is exported for (default: the recipe's crop size).")
+@click.option("--ema/--no-ema", default=None, help=EMA_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | None, ema: bool | None,
+           as_json: bool) -> None:
+    """Export a trained generator alone, for use without cgan-kit.
+
+    The eval-mode generator (EMA weights when present) maps (1, C, H, W) images in [-1, 1] to
+    [-1, 1] at the size given. The written file is loaded back and compared with PyTorch on a
+    random input; a largest difference above 1e-4 is an error and nothing is written.
+    """
+    from cgan_kit.export import export as run_export
+
+    report = run_export(run_or_checkpoint, fmt, out, size, ema)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    diff = "not compared" if report["max_abs_diff"] is None else f"max abs diff {report['max_abs_diff']:.2e}"
+    click.echo(f"wrote {report['out']} ({fmt}, input {report['input_shape']}, "
+               f"{'EMA weights' if report['ema'] else 'trained weights'} of step {report['step']}); "
+               f"checked with {report['checked_with']}: {diff}")
+
+
 def main() -> None:
     """Entry point of the ``cgan`` console script."""
     try:
