@@ -13,7 +13,7 @@ from cgan_kit import plugins
 from cgan_kit.errors import CganError
 from cgan_kit.params import params_of, parse_docstring
 from cgan_pix2pix.datasets import aligned, paired_folders, synthetic
-from cgan_pix2pix.images import write_image
+from cgan_kit.images import write_image
 
 FACADES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "facades"
 needs_facades = pytest.mark.skipif(not (FACADES / "train").is_dir(), reason="facades data set not present")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cgan_kit import checkpoint
 from conftest import TINY_RECIPE, cgan

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from cgan_kit.errors import CganError
-from cgan_pix2pix import images
-from cgan_pix2pix.images import list_images, read_bit_depth, read_image, to_channels, write_image
+from cgan_kit import images
+from cgan_kit.images import list_images, read_bit_depth, read_image, to_channels, write_image
 
 PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 

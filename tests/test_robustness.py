@@ -26,7 +26,7 @@ from PIL import Image
 
 from cgan_kit.errors import CganError
 from cgan_pix2pix.datasets import aligned
-from cgan_pix2pix.images import read_bit_depth, read_image
+from cgan_kit.images import read_bit_depth, read_image
 from conftest import TINY_RECIPE
 from conftest import cgan as cgan_command
 

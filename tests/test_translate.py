@@ -112,7 +112,7 @@ def run(tmp_path_factory) -> Path:
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
     """A single RGB JPEG, and a folder of: an RGB PNG, a 300x200 photo, a 16-bit RGB PNG, a grey PNG,
     plus a hidden image and a text file that are not inputs."""
-    from cgan_pix2pix.images import write_image
+    from cgan_kit.images import write_image
 
     rng = np.random.default_rng(0)
     base = tmp_path_factory.mktemp("inputs")
@@ -141,7 +141,7 @@ def translated(run, inputs, tmp_path_factory) -> Path:
 
 
 def test_a_file_and_a_folder_give_one_png_each_at_the_input_size_and_depth(translated):
-    from cgan_pix2pix.images import read_bit_depth
+    from cgan_kit.images import read_bit_depth
 
     assert sorted(p.name for p in translated.iterdir()) == ["b.png", "deep.png", "grey.png", "single.png", "wide.png"]
     sizes = {name: Image.open(translated / f"{name}.png").size for name in ("single", "b", "wide", "deep", "grey")}

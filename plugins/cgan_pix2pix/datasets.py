@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from cgan_kit import Range, hookimpl
 from cgan_kit.errors import ArgumentError, CganError
 from cgan_pix2pix.releases import release_for
-from cgan_pix2pix.images import IMAGE_SUFFIXES, list_images, read_bit_depth, read_image, to_channels
+from cgan_kit.images import IMAGE_SUFFIXES, list_images, read_bit_depth, read_image, to_channels
 from cgan_pix2pix.synthetic import Shapes
 from cgan_pix2pix.transforms import PairTransform
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cgan_pix2pix.images import to_channels
+from cgan_kit.images import to_channels
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 

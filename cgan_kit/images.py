@@ -39,6 +39,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding it: unreadable files fail fast."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _DECODE_ERRORS as error:
+        raise CganError(_unreadable(path, error)) from None
+
+
 def read_bit_depth(path: Path) -> int:
     """8 or 16: the depth of an image's samples, read from its header alone."""
     try:
