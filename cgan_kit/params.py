@@ -13,6 +13,7 @@ add what a type alone cannot say:
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import types
@@ -114,7 +115,7 @@ def type_name(annotation: Any) -> str:
     if annotation is inspect.Parameter.empty or annotation is Any:
         return "any"
     if origin is Literal:
-        return " | ".join(repr(a) if not isinstance(a, str) else f'"{a}"' for a in typing.get_args(annotation))
+        return " | ".join(json.dumps(a) for a in typing.get_args(annotation))  # as TOML writes them
     if origin in (Union, types.UnionType):
         return " | ".join(type_name(a) for a in typing.get_args(annotation))
     if origin in (list, tuple):
