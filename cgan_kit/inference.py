@@ -25,6 +25,7 @@ from cgan_kit import checkpoint
 from cgan_kit import images as image_files
 from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
 from cgan_kit.errors import CganError
+from cgan_kit.train import pick_device
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,18 +96,6 @@ def _check_format(path: Path) -> None:
                         "checkpoints/step_*.safetensors file written by `cgan run`")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CganError(f'--device: "{name}" is not a device; use "auto", "cpu" or "cuda"') from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CganError(f'--device: "{name}" asked for, but torch sees no CUDA GPU; use "auto" or "cpu"')
-    return device
-
-
 def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None) -> Any:
     """The recipe a checkpoint was trained with, validated against the installed plugins.
 
@@ -151,7 +140,7 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
     from cgan_kit import plugins
     from cgan_kit.build import build_models
 
-    torch_device = pick_device(device) if isinstance(device, str) else device
+    torch_device = pick_device(device, "--device") if isinstance(device, str) else device
     path = resolve_checkpoint(target)
     _check_format(path)
     tensors, meta = checkpoint.load(path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cgan_kit import __version__, checkpoint, distributed, plugins
+from cgan_kit import __version__, checkpoint, distributed, metrics, plugins
 from cgan_kit.build import Models, build_dataset, build_models
 from cgan_kit.data import auto_workers, eval_loader, train_loader
 from cgan_kit.errors import CganError
@@ -85,15 +85,17 @@ def first_free(folder: Path) -> Path:
     return candidate
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "train.device") -> torch.device:
+    """The torch device ``name`` asks for ("auto": CUDA when present, else the CPU); ``key`` is the
+    setting or option it came from, for the error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise CganError(f'train.device: "{name}" is not a device; use "auto", "cpu" or "cuda"') from None
+        raise CganError(f'{key}: "{name}" is not a device; use "auto", "cpu" or "cuda"') from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CganError(f'train.device: "{name}" asked for, but torch sees no CUDA GPU; use "auto" or "cpu"')
+        raise CganError(f'{key}: "{name}" asked for, but torch sees no CUDA GPU; use "auto" or "cpu"')
     return device
 
 
@@ -184,9 +186,8 @@ def evaluate(generator: torch.nn.Module, loader: Any, device: torch.device) -> d
         for batch in loader:
             inputs, targets = batch["input"].to(device), batch["target"].to(device)
             outputs = generator(inputs).float()
-            l1_sum += (outputs - targets).abs().flatten(1).mean(1).sum().item()
-            mse = ((outputs - targets) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-            psnr_sum += (-10 * torch.log10(mse)).sum().item()
+            l1_sum += metrics.l1(outputs, targets).sum().item()
+            psnr_sum += metrics.psnr((outputs + 1) / 2, (targets + 1) / 2).sum().item()
             count += inputs.shape[0]
     generator.train(was_training)
     return {"eval/l1": l1_sum / count, "eval/psnr": psnr_sum / count}

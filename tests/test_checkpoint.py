@@ -23,28 +23,8 @@ from safetensors.torch import save_file
 from cgan_kit import checkpoint
 from cgan_kit.errors import CganError
 from conftest import ROOT, TINY_RECIPE
-from conftest import cgan as cgan_command
-
-
-# The models here are tiny: one thread computes them as fast as two, and OpenMP threads competing with
-# other work for the same cores can make a step many times slower.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def cgan(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    """The real `cgan` command line in a subprocess (conftest's), with one compute thread."""
-    return cgan_command(*args, env=ONE_THREAD, **kwargs)
-
-
-def one_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """The single `error:` line of a failed command: exit 2, no traceback, holding every fragment."""
-    assert result.returncode == 2, f"exit {result.returncode}, expected 2:\n{result.stderr}"
-    assert "Traceback" not in result.stderr and '  File "' not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, f"expected one error line:\n{result.stderr}"
-    for fragment in fragments:
-        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
-    return errors[0]
+from conftest import cgan_one_thread as cgan
+from conftest import ONE_THREAD, one_error
 
 
 def temporary_files(folder: Path) -> list[str]:

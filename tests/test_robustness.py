@@ -13,7 +13,6 @@ import io
 import os
 import re
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -28,30 +27,10 @@ from cgan_kit.errors import CganError
 from cgan_pix2pix.datasets import aligned
 from cgan_kit.images import read_bit_depth, read_image
 from conftest import TINY_RECIPE
-from conftest import cgan as cgan_command
+from conftest import cgan_one_thread as cgan
+from conftest import one_error
 
 SIDE = 32  # every image here is 32 px high: pairs are 32 x 64 side by side
-
-
-# The models here are tiny: one thread computes them as fast as two, and OpenMP threads competing with
-# other work for the same cores can make a step many times slower.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def cgan(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    """The real `cgan` command line in a subprocess (conftest's), with one compute thread."""
-    return cgan_command(*args, env=ONE_THREAD, **kwargs)
-
-
-def one_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """The single `error:` line of a failed command: exit 2, no traceback, holding every fragment."""
-    assert result.returncode == 2, f"exit {result.returncode}, expected 2:\n{result.stderr}"
-    assert "Traceback" not in result.stderr and '  File "' not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, f"expected one error line:\n{result.stderr}"
-    for fragment in fragments:
-        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
-    return errors[0]
 
 
 def noise(height: int, width: int, seed: int) -> Image.Image:
