@@ -2,6 +2,9 @@
 held-out L1 / PSNR curve: evidence that the real pipeline learns real photos.
 
     .venv/bin/python benchmarks/facades_l1_curve.py [--steps 1000] [--data ../shared/datasets/facades]
+        [--precision fp32|bf16] [--seed 0] [--out benchmarks/results/NAME.json]
+
+`--precision bf16` with the same seed and length as an fp32 run is how bf16's quality is checked.
 
 It runs the real CLI (`cgan run recipes/pix2pix_facades.toml` with --set overrides), then writes
 benchmarks/results/facades_l1_curve.json and prints a Markdown table for benchmarks/RESULTS.md.
@@ -48,6 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "facades"))
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "facades_l1_curve.json"))
     args = parser.parse_args()
 
@@ -58,6 +63,7 @@ def main() -> None:
             "train.steps": args.steps, "train.eval_every": args.eval_every, "train.eval_images": 106,
             "train.sample_every": args.steps, "train.checkpoint_every": args.steps, "train.log_every": 100,
             "train.out_dir": runs, "train.name": "facades128", "train.device": "cpu",
+            "train.precision": args.precision, "train.seed": args.seed,
         }
         command = [sys.executable, "-m", "cgan_kit", "run", str(ROOT / "recipes" / "pix2pix_facades.toml")]
         for key, value in overrides.items():

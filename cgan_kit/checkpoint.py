@@ -17,6 +17,7 @@ from cgan_kit.errors import CganError
 
 FORMAT_VERSION = 1
 META_KEY = "cgan_kit"
+BEST_NAME = "best.safetensors"  # beside the step files: the run's best evaluation so far (train.best_metric)
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
 _TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"  # ".step_00000100.safetensors.tmp" while being written
 
@@ -115,6 +116,19 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return tensors, meta
 
 
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's metadata without reading its tensors; None if it is missing or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get(META_KEY, "null"))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def _is_pickle(path: Path) -> bool:
     """Whether a file starts as torch.save's zip archive or a bare pickle (protocol 2 or later) does."""
     try:
@@ -147,7 +161,7 @@ def prune(folder: Path, keep: int) -> None:
     power loss) left behind in the middle of a save."""
     for _, path in saved_steps(folder)[:-keep]:
         path.unlink(missing_ok=True)
-    for path in folder.glob(f"{_TMP_PREFIX}step_*.safetensors{_TMP_SUFFIX}"):
+    for path in folder.glob(f"{_TMP_PREFIX}*.safetensors{_TMP_SUFFIX}"):
         _remove(path)
 
 

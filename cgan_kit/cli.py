@@ -329,6 +329,10 @@ TRANSLATE_MODE_HELP = (
 EMA_HELP = ("Use the moving average of the generator's weights (the recipe's [[stabilizers]] type = \"ema\"); "
             "--no-ema uses the trained weights. Default: the EMA weights when the checkpoint has them.")
 RUN_OR_CHECKPOINT = click.Path(exists=False)
+CHECKPOINT_HELP = ("Which of the run folder's checkpoints: latest, best (the best held-out evaluation, "
+                   "train.best_metric) or a step number.")
+which_checkpoint = click.option("--checkpoint", "which", default="latest", show_default=True,
+                                metavar="latest|best|STEP", help=CHECKPOINT_HELP)
 
 
 def _weights(loaded) -> str:
@@ -347,12 +351,13 @@ def _weights(loaded) -> str:
               help="Images of equal size translated together (eval mode).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dropout masks in --mode paper.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@which_checkpoint
 def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bool | None, mode: str,
-              batch_size: int, seed: int, device: str) -> None:
+              batch_size: int, seed: int, device: str, which: str) -> None:
     """Translate images with a trained generator.
 
-    RUN_OR_CHECKPOINT is a run folder (its newest checkpoint is used) or a .safetensors checkpoint;
-    the generator and its channels come from the recipe saved inside it. INPUT is image files or
+    RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names) or a
+    .safetensors checkpoint; the generator and its channels come from the recipe saved inside it. INPUT is image files or
     folders (every image directly inside, in natural order). Images of any size are translated
     at their own size; they are converted to the channels the generator takes, and the outputs
     are 8-bit PNGs, or 16-bit PNGs for 16-bit inputs.
@@ -363,7 +368,7 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
     from cgan_kit.inference import translate as run_translate
 
     files = find_images([Path(i) for i in inputs])
-    loaded = load_generator(run_or_checkpoint, ema=ema, device=device)
+    loaded = load_generator(run_or_checkpoint, ema=ema, device=device, which=which)
     written = run_translate(loaded, files, Path(out), mode, batch_size, seed)
     click.echo(f"translated {len(written)} image{'s' if len(written) != 1 else ''} into {out} with "
                f"{loaded.path} (step {loaded.step}, {_weights(loaded)}, {mode} mode)")
@@ -383,8 +388,9 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@which_checkpoint
 def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid: bool | None, ema: bool | None,
-                 limit: int | None, batch_size: int, device: str, as_json: bool) -> None:
+                 limit: int | None, batch_size: int, device: str, as_json: bool, which: str) -> None:
     """Measure a trained generator on a split of its recipe's data.
 
     Eval-mode generator (EMA weights when present) on the data as the recipe evaluates it. L1 is in
@@ -395,7 +401,7 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
     from cgan_kit.metrics import evaluate
 
     report = evaluate(run_or_checkpoint, data_root=data_root, split=split, fid=fid, ema=ema,
-                      batch_size=batch_size, limit=limit, device=device)
+                      batch_size=batch_size, limit=limit, device=device, which=which)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -420,8 +426,9 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
               help="Input height and width the graph is exported for (default: the recipe's crop size).")
 @click.option("--ema/--no-ema", default=None, help=EMA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@which_checkpoint
 def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | None, ema: bool | None,
-           as_json: bool) -> None:
+           as_json: bool, which: str) -> None:
     """Export a trained generator alone, for use without cgan-kit.
 
     The eval-mode generator (EMA weights when present) maps (1, C, H, W) images in [-1, 1] to
@@ -430,7 +437,7 @@ def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | N
     """
     from cgan_kit.export import export as run_export
 
-    report = run_export(run_or_checkpoint, fmt, out, size, ema)
+    report = run_export(run_or_checkpoint, fmt, out, size, ema, which)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -438,6 +445,29 @@ def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | N
     click.echo(f"wrote {report['out']} ({fmt}, input {report['input_shape']}, "
                f"{'EMA weights' if report['ema'] else 'trained weights'} of step {report['step']}); "
                f"checked with {report['checked_with']}: {diff}")
+
+
+@cli.command("report")
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("--samples/--no-samples", default=True, show_default=True,
+              help="Draw the sample grids of checkpoints that have none (needs the run's data and plugins).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def report_command(run_dir: str, samples: bool, device: str) -> None:
+    """Rebuild a run's HTML report, RUN_DIR/report/index.html.
+
+    Loss and evaluation curves as plots, the table of held-out evaluations with the best marked,
+    sample grids (input | output | target | the critic's per-patch judgement) per step and an
+    animated GIF of them across training. Training refreshes the report by itself; this rebuilds
+    it for any run, and draws the grids of checkpoints that have none.
+    """
+    from pathlib import Path
+
+    from cgan_kit.report import draw_missing_samples, write
+
+    drawn = draw_missing_samples(Path(run_dir), device) if samples else []
+    page = write(Path(run_dir))
+    added = f" (drew the samples of step{'s' if len(drawn) > 1 else ''} {', '.join(map(str, drawn))})" if drawn else ""
+    click.echo(f"wrote {page}{added}")
 
 
 def main() -> None:

@@ -51,6 +51,11 @@ class AdversarialLoss:
         """An extra critic term computed from the critic itself (a gradient penalty), or None."""
         return None
 
+    def realness(self, scores: Tensor) -> Tensor:
+        """Scores mapped to [0, 1], 0 judged fake and 1 judged real, for the critic heat maps of
+        samples and reports. This default reads scores as logits."""
+        return scores.float().sigmoid()
+
 
 class ReconstructionLoss:
     """A loss between the generator's output and the target image (both in [-1, 1])."""

@@ -93,8 +93,9 @@ def _importable(name: str) -> bool:
 
 
 def export(target: str | Path, fmt: Format, out: str | Path, size: tuple[int, int] | None = None,
-           ema: bool | None = None) -> dict[str, Any]:
-    """Export a checkpoint's (or a run's newest checkpoint's) generator; returns a report."""
+           ema: bool | None = None, which: str = "latest") -> dict[str, Any]:
+    """Export a checkpoint's (or a run's checkpoint ``which``: latest, best or a step) generator;
+    returns a report."""
     from cgan_kit.inference import load_generator
 
     if fmt not in ("torchscript", "onnx"):
@@ -109,7 +110,7 @@ def export(target: str | Path, fmt: Format, out: str | Path, size: tuple[int, in
         raise CganError(f"--out {out} is a folder; name the file to write (e.g. {out / ('generator.' + ('pt' if fmt == 'torchscript' else 'onnx'))})")
     if not out.parent.is_dir():
         raise CganError(f"--out {out}: the folder {out.parent} does not exist")
-    loaded = load_generator(target, ema=ema, device="cpu")
+    loaded = load_generator(target, ema=ema, device="cpu", which=which)
     generator = loaded.generator.eval()
     height, width = size or default_size(loaded.recipe)
     if height < 1 or width < 1:

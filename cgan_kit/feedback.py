@@ -103,11 +103,64 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     return images[:, :3]
 
 
-def sample_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """One row per example: input | output | target, as a (3, H', W') image in [0, 1]."""
-    rows = [torch.cat([to_rgb(inputs[i:i + 1]), to_rgb(outputs[i:i + 1]), to_rgb(targets[i:i + 1])], dim=3)
-            for i in range(inputs.shape[0])]
-    return torch.cat(rows, dim=2)[0]
+GRID_GAP = 2  # pixels of white between the tiles of a sample grid
+# A diverging colour scale for the critic's judgement: blue = judged fake, grey = unsure, red = judged real.
+_HEAT_STOPS = torch.tensor([[0.230, 0.299, 0.754], [0.865, 0.865, 0.865], [0.706, 0.016, 0.150]])
+
+
+def heat_map(realness: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, h, w) values in [0, 1] (0 fake, 1 real) as (B, 3, H, W) RGB, each patch a block of
+    colour. A critic without a spatial map (h or w of 1, e.g. several scales side by side) is
+    shown as one colour: its mean judgement."""
+    realness = realness.detach().float().cpu().clamp(0, 1)
+    if realness.dim() != 4 or realness.shape[-2] == 1 or realness.shape[-1] == 1:
+        realness = realness.flatten(1).mean(1).view(-1, 1, 1, 1)
+    realness = torch.nn.functional.interpolate(realness[:, :1], size=size, mode="nearest")
+    position = realness * (len(_HEAT_STOPS) - 1)
+    low = position.floor().clamp(max=len(_HEAT_STOPS) - 2).long()
+    fraction = position - low
+    colours = _HEAT_STOPS[low.squeeze(1)].permute(0, 3, 1, 2)  # (B, 3, H, W)
+    upper = _HEAT_STOPS[(low + 1).squeeze(1)].permute(0, 3, 1, 2)
+    return colours + (upper - colours) * fraction
+
+
+def sample_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor,
+                critic_maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One row per example: input | output | target, and with ``critic_maps`` (the critic's
+    realness of the generated pair and of the real pair, (B, 1, h, w) in [0, 1]) two heat maps
+    after them; a (3, H', W') image in [0, 1]."""
+    size = tuple(inputs.shape[-2:])
+    columns = [to_rgb(inputs), to_rgb(outputs), to_rgb(targets)]
+    if critic_maps is not None:
+        columns += [heat_map(critic_maps[0], size), heat_map(critic_maps[1], size)]
+    gap = GRID_GAP
+    tiles = [torch.nn.functional.pad(column, (0, gap, 0, gap), value=1.0) for column in columns]  # white lines
+    rows = [torch.cat([tile[i:i + 1] for tile in tiles], dim=3) for i in range(inputs.shape[0])]
+    return torch.cat(rows, dim=2)[0, :, :-gap, :-gap]
+
+
+@torch.no_grad()
+def render_samples(generator: torch.nn.Module, critic: torch.nn.Module, realness: Any,
+                   fixed: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The sample grid of a run: the generator (in eval mode) on the fixed held-out inputs, and
+    the critic's per-patch judgement of the generated and the real pairs. The critic normalizes
+    with the statistics of each batch of pairs, as in training (its running statistics mix real
+    and fake batches), and changes no state. The training RNG is left untouched, so that drawing
+    samples cannot change a run."""
+    from cgan_kit.inference import set_mode
+
+    modes = generator.training, critic.training
+    generator.eval()
+    set_mode(critic, "paper")  # batch statistics, running ones untouched; eval otherwise (no power iteration)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        inputs, targets = fixed["input"].to(device), fixed["target"].to(device)
+        outputs = generator(inputs).float()
+        fake_map = realness(critic(torch.cat([inputs, outputs.to(inputs.dtype)], 1)))
+        real_map = realness(critic(torch.cat([inputs, targets], 1)))
+    set_mode(critic, "eval")
+    generator.train(modes[0])
+    critic.train(modes[1])
+    return sample_grid(fixed["input"], outputs, fixed["target"], (fake_map, real_map))
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

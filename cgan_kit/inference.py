@@ -63,17 +63,36 @@ class Loaded:
         return int(self.recipe.data.args["out_channels"])
 
 
-def resolve_checkpoint(target: str | Path) -> Path:
-    """A checkpoint file, or the newest checkpoint of a run folder (or of its checkpoints/ folder)."""
+def resolve_checkpoint(target: str | Path, which: str = "latest") -> Path:
+    """A checkpoint file, or one of a run folder's checkpoints: ``which`` is "latest", "best" (the
+    best held-out evaluation, ``train.best_metric``) or a step number."""
     path = Path(target)
     if not path.exists():
         raise CganError(f"{path} does not exist; give a run folder (runs/NAME) or a .safetensors checkpoint")
     if path.is_file():
+        if which != "latest":
+            raise CganError(f"--checkpoint {which}: {path} is a checkpoint file already; --checkpoint picks one of a "
+                            "run folder's checkpoints (give the run folder instead)")
         return path
-    for folder in (path / "checkpoints", path):
-        found = checkpoint.latest(folder)
-        if found is not None:
-            return found
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    saved = checkpoint.saved_steps(folder)
+    if which == "best":
+        best = folder / checkpoint.BEST_NAME
+        if best.is_file():
+            return best
+        raise CganError(f"--checkpoint best: {folder} has no {checkpoint.BEST_NAME}; a run keeps one once it has "
+                        "evaluated on held-out data (train.eval_every, train.best_metric); use --checkpoint latest")
+    if which != "latest":
+        if not which.isdigit():
+            raise CganError(f'--checkpoint {which}: expected "latest", "best" or a step number')
+        for step, found in saved:
+            if step == int(which):
+                return found
+        steps = ", ".join(str(step) for step, _ in saved) or "none"
+        raise CganError(f"--checkpoint {which}: {folder} has no checkpoint of step {int(which)} (it has: {steps}; "
+                        "train.keep_checkpoints says how many are kept)")
+    if saved:
+        return saved[-1][1]
     raise CganError(f"{path} holds no checkpoints (looked for {path / 'checkpoints'}/step_*.safetensors); "
                     "give a run folder made by `cgan run` or a checkpoint file")
 
@@ -130,18 +149,14 @@ def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str
                         "plugins; install the plugins (and versions) it was trained with") from None
 
 
-def load_generator(target: str | Path, ema: bool | None = None, device: str | torch.device = "auto",
-                   overrides: dict[str, dict[str, Any]] | None = None) -> Loaded:
-    """Build the generator a checkpoint (or a run's newest one) describes and load its weights.
-
-    ``ema``: None uses a stabilizer's evaluation generator (the EMA copy) when the checkpoint has
-    one, True requires it, False takes the trained weights. The result is in eval mode.
-    """
+def load_models(path: Path, device: torch.device, overrides: dict[str, dict[str, Any]] | None = None,
+                stabilizer_states: bool = True) -> tuple[Any, dict[str, Any], Any]:
+    """Rebuild everything a checkpoint file's recipe describes and load its weights: (recipe,
+    metadata, cgan_kit.build.Models) with generator, critic and (with ``stabilizer_states``) the
+    stabilizers' state, on ``device`` and in eval mode."""
     from cgan_kit import plugins
     from cgan_kit.build import build_models
 
-    torch_device = pick_device(device, "--device") if isinstance(device, str) else device
-    path = resolve_checkpoint(target)
     _check_format(path)
     tensors, meta = checkpoint.load(path)
     recipe = saved_recipe(path, meta, overrides)
@@ -151,20 +166,39 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
     for stabilizer in models.stabilizers:
         stabilizer.setup(models.generator, models.critic, recipe.train.steps)
     checkpoint.load_weights(models.generator, checkpoint.split(tensors, "generator"), "generator", path)
+    checkpoint.load_weights(models.critic, checkpoint.split(tensors, "critic"), "critic", path)
+    saved_extra = meta.get("stabilizers") or []
+    for i, stabilizer in enumerate(models.stabilizers if stabilizer_states else []):
+        state = checkpoint.split(tensors, f"stabilizers.{i}")
+        if not state:
+            continue
+        try:
+            stabilizer.load_state_dict(state)
+            if i < len(saved_extra):
+                stabilizer.load_extra_state(saved_extra[i])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise CganError(f"{path}: the state of stabilizer {i} ({recipe.stabilizers[i].type}) does not fit "
+                            f"its recipe ({' '.join(str(error).split())[:200]}); the file is damaged") from None
+    del tensors
+    models.generator = models.generator.to(device).eval().requires_grad_(False)
+    models.critic = models.critic.to(device).eval().requires_grad_(False)
+    return recipe, meta, models
+
+
+def load_generator(target: str | Path, ema: bool | None = None, device: str | torch.device = "auto",
+                   overrides: dict[str, dict[str, Any]] | None = None, which: str = "latest") -> Loaded:
+    """Build the generator a checkpoint (or a run's checkpoint ``which``: latest, best or a step)
+    describes and load its weights.
+
+    ``ema``: None uses a stabilizer's evaluation generator (the EMA copy) when the checkpoint has
+    one, True requires it, False takes the trained weights. The result is in eval mode.
+    """
+    torch_device = pick_device(device, "--device") if isinstance(device, str) else device
+    path = resolve_checkpoint(target, which)
+    recipe, meta, models = load_models(path, torch_device, overrides, stabilizer_states=ema is not False)
     chosen, used_ema = models.generator, False
     if ema is not False:
-        saved_extra = meta.get("stabilizers") or []
-        for i, stabilizer in enumerate(models.stabilizers):
-            state = checkpoint.split(tensors, f"stabilizers.{i}")
-            if not state:
-                continue
-            try:
-                stabilizer.load_state_dict(state)
-                if i < len(saved_extra):
-                    stabilizer.load_extra_state(saved_extra[i])
-            except (RuntimeError, KeyError, ValueError) as error:
-                raise CganError(f"{path}: the state of stabilizer {i} ({recipe.stabilizers[i].type}) does not fit "
-                                f"its recipe ({' '.join(str(error).split())[:200]}); the file is damaged") from None
+        for stabilizer in models.stabilizers:
             candidate = stabilizer.eval_generator()
             if candidate is not None:
                 chosen, used_ema = candidate, True
@@ -172,7 +206,6 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
         if ema and not used_ema:
             raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
                             "leave out --ema")
-    del tensors
     chosen = chosen.to(torch_device).eval().requires_grad_(False)
     return Loaded(path, recipe, meta, chosen, used_ema, torch_device)
 

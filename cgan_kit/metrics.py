@@ -228,7 +228,7 @@ def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor
 
 def evaluate(target: str | Path, data_root: str | None = None, split: str = "test", fid: bool | None = None,
              ema: bool | None = None, batch_size: int = 8, limit: int | None = None, device: str = "auto",
-             warn: Any = None) -> dict[str, Any]:
+             warn: Any = None, which: str = "latest") -> dict[str, Any]:
     """Run a checkpoint's generator (the EMA copy when present) over a split of its recipe's data
     and measure its outputs against the targets."""
     from torch.utils.data import DataLoader
@@ -245,7 +245,7 @@ def evaluate(target: str | Path, data_root: str | None = None, split: str = "tes
     if fid:
         inception_weights()  # fail before the work when asked for and absent
     overrides = {"data": {"root": data_root}} if data_root is not None else None
-    loaded = load_generator(target, ema=ema, device=device, overrides=overrides)
+    loaded = load_generator(target, ema=ema, device=device, overrides=overrides, which=which)
     dataset = build_dataset(loaded.recipe, plugins.registry(), split, augment=False)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:

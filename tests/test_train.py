@@ -52,7 +52,9 @@ def test_a_run_folder_holds_recipe_checkpoints_samples_tensorboard_and_metrics(t
     assert "done" in result.stdout
     assert (run / "recipe.toml").is_file()
     assert [step for step, _ in checkpoint.saved_steps(run / "checkpoints")] == [0, 3, 6]
-    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000003.png", "step_00000006.png"]
+    assert (run / "checkpoints" / checkpoint.BEST_NAME).is_file()
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == [f"step_{s:08d}.png" for s in (0, 3, 6)]
+    assert (run / "report" / "index.html").is_file() and "report/index.html" in result.stdout
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     rows = metrics(run)
     assert [r["step"] for r in rows if "eval/l1" in r] == [0, 3, 6]

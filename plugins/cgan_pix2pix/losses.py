@@ -29,6 +29,9 @@ class LeastSquares(AdversarialLoss):
     def generator_loss(self, fake_scores: Tensor) -> Tensor:
         return F.mse_loss(fake_scores, torch.ones_like(fake_scores))
 
+    def realness(self, scores: Tensor) -> Tensor:
+        return scores.float().clamp(0, 1)  # trained toward 1 for real and 0 for fake
+
 
 class Hinge(AdversarialLoss):
     def critic_loss(self, real_scores: Tensor, fake_scores: Tensor, real_target: Tensor,
@@ -37,6 +40,9 @@ class Hinge(AdversarialLoss):
 
     def generator_loss(self, fake_scores: Tensor) -> Tensor:
         return -fake_scores.mean()
+
+    def realness(self, scores: Tensor) -> Tensor:
+        return (scores.float().clamp(-1, 1) + 1) / 2  # the margins are at -1 (fake) and +1 (real)
 
 
 class WassersteinGP(AdversarialLoss):
