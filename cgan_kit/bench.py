@@ -1,6 +1,6 @@
 """``cgan bench``: the training loop's speed against a bare PyTorch loop on the same nets and data.
 
-Both run in this process, one after the other, each with warm-up steps first. The real loop is
+Both run in this process, alternating for a few rounds, each with warm-up steps first. The real loop is
 ``cgan run`` itself (into a temporary folder); the bare loop is the smallest loop that makes the
 same updates: the generator, the critic on real and fake pairs, the recipe's losses, Adam. The
 ratio of their step times is the framework's overhead.
@@ -24,7 +24,7 @@ from cgan_kit import __version__, plugins
 from cgan_kit.build import build_dataset, build_models
 from cgan_kit.data import train_loader
 from cgan_kit.recipe import load
-from cgan_kit.train import pick_device, resolve_precision, train
+from cgan_kit.train import cpu_native_bf16, pick_device, resolve_precision, train
 
 
 def _sync(device: torch.device) -> None:
@@ -36,6 +36,17 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux: the whole process
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as Linux reports it (bf16 speed depends on it), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
@@ -100,14 +111,20 @@ def real_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     return batch / timed[0]["speed/images_per_s"]
 
 
-def bench(recipe_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
-    """Time the bare loop and `cgan run` on a recipe; returns the figures ``cgan bench --json`` prints."""
+def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -> dict[str, Any]:
+    """Time the bare loop and `cgan run` on a recipe, alternating for ``rounds`` rounds; returns the
+    figures ``cgan bench --json`` prints. Each loop's figure is its fastest round: a round slowed by
+    other work on the machine says nothing about the loop, and alternating keeps either loop from
+    always running on a warmer (or hotter) machine than the other."""
     recipe = load(recipe_path, overrides)
     device = pick_device(recipe.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    bare = bare_loop(recipe_path, overrides, steps)
-    real = real_loop(recipe_path, overrides, steps)
+    bare_rounds, real_rounds = [], []
+    for _ in range(rounds):
+        bare_rounds.append(bare_loop(recipe_path, overrides, steps))
+        real_rounds.append(real_loop(recipe_path, overrides, steps))
+    bare, real = min(bare_rounds), min(real_rounds)
     batch = recipe.train.batch_size
     dtype = resolve_precision(recipe.train.precision, device)
     size = next((recipe.data.args[k] for k in ("crop_size", "size") if k in recipe.data.args), None)
@@ -115,11 +132,14 @@ def bench(recipe_path: str, overrides: list[str], steps: int) -> dict[str, Any]:
         "recipe": recipe_path, "overrides": overrides, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
+        "cpu": _cpu_model(), "cpu_native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cgan_kit": __version__,
         "precision": str(dtype).replace("torch.", "") if dtype else "float32",
         "compile": recipe.train.compile, "channels_last": recipe.train.channels_last,
-        "batch_size": batch, "image_size": size, "timed_steps": steps,
+        "batch_size": batch, "image_size": size, "timed_steps": steps, "rounds": rounds,
         "ms_per_step": round(real * 1000, 2), "images_per_s": round(batch / real, 2),
         "bare_ms_per_step": round(bare * 1000, 2), "bare_images_per_s": round(batch / bare, 2),
         "bare_ratio": round(real / bare, 4), "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "ms_per_step_rounds": [round(t * 1000, 2) for t in real_rounds],
+        "bare_ms_per_step_rounds": [round(t * 1000, 2) for t in bare_rounds],
     }

@@ -300,12 +300,14 @@ def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, unti
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed steps (after as many warm-up steps) for each loop.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Alternate the two loops this many times; each loop's figure is its fastest round.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(recipe: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> None:
+def bench(recipe: str, overrides: tuple[str, ...], steps: int, rounds: int, as_json: bool) -> None:
     """Time `cgan run` on RECIPE against a bare PyTorch loop on the same nets and data."""
     from cgan_kit.bench import bench as measure
 
-    report = measure(recipe, list(overrides), steps)
+    report = measure(recipe, list(overrides), steps, rounds)
     if as_json:
         _echo_json(report)
         return

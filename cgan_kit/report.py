@@ -43,9 +43,9 @@ def write(run: Path, running: bool = False) -> Path:
     """(Re)write ``run/report/index.html`` and its GIF from what the run folder holds; returns the page."""
     run = Path(run)
     folder = run / REPORT_DIR
+    recipe = _recipe(run)
     try:
         folder.mkdir(exist_ok=True)
-        recipe = _recipe(run)
         rows = _metrics(run)
         samples = _samples(run)
         gif = _write_gif(folder, samples)
@@ -376,9 +376,9 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
 
 
 def draw_missing_samples(run: Path, device: str = "auto") -> list[int]:
-    """Draw ``samples/step_N.png`` for every checkpoint of the run that has no grid yet (a run
-    converted from elsewhere, samples deleted, ``train.sample_every`` sparser than checkpoints);
-    returns the steps drawn."""
+    """Draw ``samples/step_N.png`` for every checkpoint of the run (the best one included) that has
+    no grid yet (a run converted from elsewhere, samples deleted, ``train.sample_every`` sparser
+    than checkpoints); returns the steps drawn."""
     import torch
 
     from cgan_kit import plugins
@@ -388,7 +388,12 @@ def draw_missing_samples(run: Path, device: str = "auto") -> list[int]:
     run = Path(run)
     _recipe(run)  # a run folder, or one clear error
     have = {step for step, _ in _samples(run)}
-    wanted = [(step, path) for step, path in checkpoint.saved_steps(run / "checkpoints") if step not in have]
+    saved = dict(checkpoint.saved_steps(run / "checkpoints"))
+    best = run / "checkpoints" / checkpoint.BEST_NAME
+    best_step = (checkpoint.read_meta(best) or {}).get("step") if best.is_file() else None
+    if isinstance(best_step, int) and best_step not in saved:
+        saved[best_step] = best  # the best checkpoint's step may have been pruned since
+    wanted = sorted((step, path) for step, path in saved.items() if step not in have)
     if not wanted:
         return []
     torch_device = pick_device(device, "--device")

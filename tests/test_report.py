@@ -114,11 +114,17 @@ def test_cgan_report_redraws_missing_grids_exactly_as_training_drew_them(trained
     assert np.array_equal(np.asarray(Image.open(run / "samples" / "step_00000004.png")), drawn_in_training)
     assert (run / "report" / "index.html").is_file() and (run / "report" / "progress.gif").is_file()
     assert "drew" not in cgan_one_thread("report", str(run), check=True).stdout  # nothing missing now
+    # The best checkpoint's step is drawn from best.safetensors when its step file has been pruned.
+    best_step = checkpoint.read_meta(run / "checkpoints" / checkpoint.BEST_NAME)["step"]
+    checkpoint.step_path(run / "checkpoints", best_step).unlink(missing_ok=True)
+    (run / "samples" / f"step_{best_step:08d}.png").unlink()
+    assert f"drew the samples of step {best_step}" in cgan_one_thread("report", str(run), check=True).stdout
 
 
 def test_cgan_report_errors(tmp_path):
     one_error(cgan_one_thread("report", str(tmp_path)), "is not a run folder", "recipe.toml")
     one_error(cgan_one_thread("report", str(tmp_path / "absent")), "is not a run folder")
+    one_error(cgan_one_thread("report", str(tmp_path / "absent"), "--no-samples"), "is not a run folder")
 
 
 def test_heat_map_colours_and_grid_layout():
@@ -197,3 +203,20 @@ def test_the_report_loads_without_errors_and_its_images_render_in_chromium(train
     assert len(plots) >= 6 and all(area > 0 for area in plots)
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
     assert shot.std() > 10  # a drawn page, not a blank one
+
+
+def test_the_best_so_far_survives_a_resume(tiny_recipe, tmp_path):
+    cgan_one_thread("run", str(tiny_recipe), "--set", 'train.best_metric="l1"', "--until", "3", check=True)
+    run = tmp_path / "runs" / "tiny"
+    best = run / "checkpoints" / checkpoint.BEST_NAME
+    tensors, meta = checkpoint.load(best)
+    assert meta["best"]["metric"] == "eval/l1"
+    # A best L1 no evaluation can beat: the resumed run must compare against it, not start afresh.
+    checkpoint.save(best, tensors, {**meta, "best": {"metric": "eval/l1", "value": -1.0}})
+    cgan_one_thread("run", "--resume", str(run), check=True)
+    assert [r["step"] for r in eval_rows(run)] == [0, 3, 6]
+    assert checkpoint.read_meta(best)["best"]["value"] == -1.0
+    # Judged by another measure now (--set on resume): that one starts its own record.
+    cgan_one_thread("run", "--resume", str(run), "--set", "train.steps=9", "--set", 'train.best_metric="psnr"',
+                    check=True)
+    assert checkpoint.read_meta(best)["best"]["metric"] == "eval/psnr"
