@@ -57,7 +57,9 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     models = build_models(recipe, registry)
-    generator, critic = models.generator.to(device), models.critic.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    generator = models.generator.to(device, memory_format=layout)
+    critic = models.critic.to(device, memory_format=layout)
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas, fused=fused)
     opt_c = torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas, fused=fused)
@@ -66,13 +68,18 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     loader = iter(train_loader(build_dataset(recipe, registry, "train", augment=True), cfg.batch_size, cfg.seed, 0,
                                0 if cfg.workers == "auto" and device.type == "cpu" else 2, device))
 
+    # The same networks as the real loop runs: compiled when the recipe says so.
+    run_generator = torch.compile(generator, mode=cfg.compile) if cfg.compile else generator
+    run_critic = torch.compile(critic, mode=cfg.compile) if cfg.compile else critic
+
     def step() -> None:
         batch = next(loader)
-        inputs, targets = batch["input"].to(device), batch["target"].to(device)
+        inputs = batch["input"].to(device, memory_format=layout)
+        targets = batch["target"].to(device, memory_format=layout)
         with autocast:
-            fake = generator(inputs)
-            real_scores = critic(torch.cat([inputs, targets], 1)).float()
-            fake_scores = critic(torch.cat([inputs, fake.detach()], 1)).float()
+            fake = run_generator(inputs)
+            real_scores = run_critic(torch.cat([inputs, targets], 1)).float()
+            fake_scores = run_critic(torch.cat([inputs, fake.detach()], 1)).float()
         ones, zeros = torch.ones_like(real_scores), torch.zeros_like(fake_scores)
         loss_c = sum(i.weight * i.loss.critic_loss(real_scores, fake_scores, ones, zeros) for i in models.adversarial)
         opt_c.zero_grad(set_to_none=True)
@@ -80,7 +87,7 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
         opt_c.step()
         critic.requires_grad_(False)
         with autocast:
-            scores = critic(torch.cat([inputs, fake], 1)).float()
+            scores = run_critic(torch.cat([inputs, fake], 1)).float()
         loss_g = (sum(i.weight * i.loss.generator_loss(scores) for i in models.adversarial)
                   + sum(i.weight * i.loss(fake.float(), targets) for i in models.reconstruction))
         opt_g.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ from PIL import Image
 from cgan_kit import checkpoint
 from cgan_kit.feedback import heat_map, sample_grid
 from cgan_kit.report import best_evaluation
-from conftest import cgan_one_thread, one_error
+from conftest import FACADES, cgan_one_thread, one_error
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -220,3 +220,20 @@ def test_the_best_so_far_survives_a_resume(tiny_recipe, tmp_path):
     cgan_one_thread("run", "--resume", str(run), "--set", "train.steps=9", "--set", 'train.best_metric="psnr"',
                     check=True)
     assert checkpoint.read_meta(best)["best"]["metric"] == "eval/psnr"
+
+
+def test_report_and_best_checkpoint_of_a_facades_run(tmp_path_factory, tmp_path):
+    from test_translate import trained_facades_run
+
+    run = tmp_path / "facades"
+    shutil.copytree(trained_facades_run(tmp_path_factory), run)
+    shutil.rmtree(run / "report")
+    cgan_one_thread("report", str(run), check=True)
+    page = (run / "report" / "index.html").read_text()
+    assert "Held-out ssim" in page and '<tr class="best">' in page and "progress.gif" in page
+    grid = Image.open(run / "samples" / "step_00000004.png")
+    assert grid.size == (5 * 64 + 4 * 2, 4 * 64 + 3 * 2)  # four facades test pairs at 64 px
+    Image.open(FACADES / "test" / "1.jpg").resize((300, 200)).save(tmp_path / "wide.png")
+    cgan_one_thread("translate", str(run), str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"),
+                    "--checkpoint", "best", check=True)
+    assert Image.open(tmp_path / "out" / "wide.png").size == (300, 200)

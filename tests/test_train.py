@@ -15,6 +15,7 @@ import torch
 
 from cgan_kit import checkpoint
 from cgan_kit.schedule import lr_factor
+from cgan_kit.train import cpu_native_bf16
 from conftest import FACADES, ROOT, cgan
 
 # Every stabilizer whose state must survive a resume: the pool, the average, the RNG they draw from.
@@ -171,9 +172,12 @@ def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_and_channels_last_train_and_resume(tiny_recipe, tmp_path, precision):
     overrides = ["--set", f"train.precision={precision}", "--set", "train.channels_last=true"]
-    cgan("run", str(tiny_recipe), *overrides, "--until", "3", check=True)
+    first = cgan("run", str(tiny_recipe), *overrides, "--until", "3", check=True)
     run = tmp_path / "runs" / "tiny"
     _, meta = final_state(run)
+    # bf16 on a CPU that only emulates it is many times slower than fp32: the user is told.
+    emulated = precision == "bf16" and not cpu_native_bf16()
+    assert ("without hardware bf16" in first.stderr) == emulated, first.stderr
     if precision == "fp16":  # the loss scale is part of the state a resume needs
         assert meta["grad_scalers"]["generator"]["scale"] > 0
     else:
