@@ -79,6 +79,49 @@ class EpochBatches(Sampler):
             batch = (epoch + 1) * self.per_epoch
 
 
+class DeviceCache:
+    """The training split decoded once and kept on the training device (``train.data_cache =
+    "device"``): each step gathers its batch there and draws its random augmentation there,
+    instead of decoding and augmenting every image again on the CPU.
+
+    The dataset must offer ``decoded(index)`` (an item's deterministic part: {"input", "target"}
+    tensors of one size for all items) and ``augment_batch(batch, seeds)`` (the random part that
+    ``dataset[index]`` draws under ``torch.manual_seed(seed)``, applied to a batch on any device).
+    Batches are then the very ones the DataLoader would give: same order, same crops and flips.
+    """
+
+    def __init__(self, dataset: Any, device: torch.device, what: str = "data"):
+        if not (hasattr(dataset, "decoded") and hasattr(dataset, "augment_batch")):
+            raise CganError(f'train.data_cache = "device": the {what} dataset ({type(dataset).__name__}) cannot be '
+                            'cached (it offers no decoded/augment_batch); use data_cache = "none"')
+        self.dataset = dataset
+        items = [dataset.decoded(i) for i in range(len(dataset))]
+        shapes = {(tuple(item["input"].shape), tuple(item["target"].shape)) for item in items}
+        if len(shapes) > 1:
+            raise CganError(f'train.data_cache = "device": the {what} examples come in {len(shapes)} sizes '
+                            f'({", ".join(map(str, sorted(shapes)[:3]))}); use data_cache = "none"')
+        self.inputs = torch.stack([item["input"] for item in items]).to(device)
+        self.targets = torch.stack([item["target"] for item in items]).to(device)
+
+    @property
+    def megabytes(self) -> float:
+        return (self.inputs.nbytes + self.targets.nbytes) / 2**20
+
+    def batches(self, sampler: EpochBatches) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless batches in the sampler's order, augmented on the device."""
+        for keys in sampler:
+            index = torch.tensor([i for i, _ in keys], device=self.inputs.device)
+            batch = {"input": self.inputs.index_select(0, index), "target": self.targets.index_select(0, index)}
+            yield self.dataset.augment_batch(batch, [seed for _, seed in keys])
+
+
+def check_batch_fits(dataset: Dataset, batch_size: int, world: int = 1) -> None:
+    if len(dataset) < batch_size * world:
+        processes = f" times {world} processes" if world > 1 else ""
+        raise CganError(f"data: the training split has {len(dataset)} examples, fewer than "
+                        f"train.batch_size = {batch_size}{processes}; lower the batch size or add data")
+
+
 def auto_workers(device: torch.device) -> int:
     """Worker processes that pay: none on the CPU, where the model already uses every core."""
     if device.type == "cpu":
@@ -89,10 +132,7 @@ def auto_workers(device: torch.device) -> int:
 def train_loader(dataset: Dataset, batch_size: int, seed: int, start_batch: int, workers: int,
                  device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
     """An endless loader of this process's training batches, from global batch ``start_batch`` on."""
-    if len(dataset) < batch_size * world:
-        processes = f" times {world} processes" if world > 1 else ""
-        raise CganError(f"data: the training split has {len(dataset)} examples, fewer than "
-                        f"train.batch_size = {batch_size}{processes}; lower the batch size or add data")
+    check_batch_fits(dataset, batch_size, world)
     return DataLoader(
         SeededItems(dataset),
         batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch, rank, world),

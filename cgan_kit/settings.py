@@ -37,6 +37,10 @@ class TrainSettings:
         best_metric: The held-out measure that picks ``checkpoints/best.safetensors``: "ssim"
             (higher is better), "psnr" (higher) or "l1" (lower). SSIM is the default because on
             facades L1 stops improving within the first epochs while the photos keep improving.
+        data_cache: "none": a DataLoader decodes and augments every training image on the CPU at
+            every step. "device": the training split is decoded once and kept on the training
+            device, where each step gathers and augments its batch (the same batches as "none");
+            it pays on a GPU and needs the memory for the whole split at load size.
         on_nonfinite: When a loss is NaN or infinite: "stop" the run (keeping the last good
             checkpoint) or "skip" that update.
         precision: "fp32", "bf16" or "fp16" autocast for the forward passes (fp16 with gradient
@@ -65,6 +69,7 @@ class TrainSettings:
     eval_split: Literal["val", "test"] = "test"
     eval_images: Annotated[int, Range(ge=1)] = 64
     best_metric: Literal["ssim", "psnr", "l1"] = "ssim"
+    data_cache: Literal["none", "device"] = "none"
     on_nonfinite: Literal["stop", "skip"] = "stop"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ import torch
 
 from cgan_kit import __version__, checkpoint, distributed, metrics, plugins, report
 from cgan_kit.build import Models, build_dataset, build_models
-from cgan_kit.data import auto_workers, eval_loader, train_loader
+from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_fits, eval_loader, train_loader
 from cgan_kit.errors import CganError
 from cgan_kit.feedback import RunLog, SilentLog, render_samples, save_png
 from cgan_kit.recipe import Recipe, load
@@ -356,6 +357,18 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
 def _train(registry: Any, context: distributed.Context, device: torch.device | None, recipe_path: str | None,
            overrides: list[str], resume: str | None, until: int | None) -> None:
     run = open_run(recipe_path, overrides, resume, context)
+    try:
+        _train_run(registry, context, device, run, until)
+    except BaseException:
+        if run.resume_from is None and context.main and not checkpoint.saved_steps(run.checkpoints):
+            # Failed before its first checkpoint (data, models, device): the folder holds nothing
+            # worth keeping, and leaving it would push the corrected rerun to name-2.
+            shutil.rmtree(run.folder, ignore_errors=True)
+        raise
+
+
+def _train_run(registry: Any, context: distributed.Context, device: torch.device | None, run: Run,
+               until: int | None) -> None:
     recipe, cfg = run.recipe, run.recipe.train
     device = device or pick_device(cfg.device)
     torch.manual_seed(cfg.seed)  # the same on every process: identical initial weights
@@ -417,9 +430,15 @@ def _train(registry: Any, context: distributed.Context, device: torch.device | N
         run_generator, run_critic = generator, critic
     autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
-    workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
-    loader = train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
-                          context.rank, context.world)
+    if cfg.data_cache == "device":  # decoded once, augmented where the model runs
+        check_batch_fits(train_set, cfg.batch_size, context.world)
+        cache = DeviceCache(train_set, device)
+        batches = cache.batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed, batches_seen, context.rank,
+                                             context.world))
+    else:
+        workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
+        batches = iter(train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
+                                    context.rank, context.world))
     per_epoch = len(train_set) // (cfg.batch_size * context.world)
     fixed = fixed_samples(recipe, registry, device)
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
@@ -428,6 +447,8 @@ def _train(registry: Any, context: distributed.Context, device: torch.device | N
     log = RunLog(run.folder, cfg.steps, step, cfg.batch_size * context.world) if main else SilentLog()
     processes = f", {context.world} processes" if context.active else ""
     log.message(f"run folder {run.folder} ({device}{processes}, {len(train_set)} training examples)")
+    if cfg.data_cache == "device":
+        log.message(f"the training split is cached on {device}: {cache.megabytes:.0f} MB")
     warning = precision_warning(amp_dtype, device)
     if warning:
         log.message(warning)
@@ -449,8 +470,6 @@ def _train(registry: Any, context: distributed.Context, device: torch.device | N
             evaluate_and_keep_best(0, 0)
         write_samples(models, fixed, device, run.folder, 0, log)
         refresh_report(run, log, running=True)
-
-    batches = iter(loader)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal batches_seen

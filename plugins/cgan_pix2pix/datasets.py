@@ -50,6 +50,28 @@ class _PairedImages(Dataset):
         source, target = to_channels(source, self.in_channels), to_channels(target, self.out_channels)
         return {"input": source * 2 - 1, "target": target * 2 - 1, "name": self.names[index]}
 
+    # The device cache's protocol (cgan_kit.data.DeviceCache): the deterministic part of an item,
+    # and its random part applied to a batch wherever that batch lives. Cropping and flipping
+    # commute with the per-pixel channel conversion and scaling, so the two together give exactly
+    # the tensors __getitem__ gives.
+
+    def decoded(self, index: int) -> dict[str, torch.Tensor]:
+        """Example ``index`` before its random crop and flip: resized, converted and scaled to [-1, 1]."""
+        a, b = self.read(index)
+        source, target = self.transform.prepare(*((b, a) if self.swap else (a, b)))
+        return {"input": to_channels(source, self.in_channels) * 2 - 1,
+                "target": to_channels(target, self.out_channels) * 2 - 1}
+
+    def augment_batch(self, batch: dict[str, torch.Tensor], seeds: list[int]) -> dict[str, torch.Tensor]:
+        """The crops and flips ``__getitem__`` would draw under each example's seed, applied on the
+        batch's own device."""
+        if not self.transform.augment:
+            return batch
+        pairs = [self.transform.crop_flip(batch["input"][i], batch["target"][i],
+                                          *self.transform.draw(torch.Generator().manual_seed(seed)))
+                 for i, seed in enumerate(seeds)]
+        return {"input": torch.stack([a for a, _ in pairs]), "target": torch.stack([b for _, b in pairs])}
+
 
 class _SideBySide(_PairedImages):
     def __init__(self, files: list[Path], **kwargs):

@@ -37,12 +37,27 @@ class PairTransform:
     augment: bool
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.prepare(a, b)
         if not self.augment:
-            return resize(a, self.crop_size), resize(b, self.crop_size)
-        a, b = resize(a, self.load_size), resize(b, self.load_size)
-        top, left = torch.randint(self.load_size - self.crop_size + 1, (2,)).tolist()
+            return a, b
+        return self.crop_flip(a, b, *self.draw())
+
+    def prepare(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic part: the resize (to ``load_size`` when augmenting, else to ``crop_size``)."""
+        size = self.load_size if self.augment else self.crop_size
+        return resize(a, size), resize(b, size)
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[int, int, bool]:
+        """One example's random crop corner (top, left) and flip, from ``generator`` or torch's global one."""
+        top, left = torch.randint(self.load_size - self.crop_size + 1, (2,), generator=generator).tolist()
+        flipped = self.flip and bool(torch.rand((), generator=generator) < 0.5)
+        return top, left, flipped
+
+    def crop_flip(self, a: torch.Tensor, b: torch.Tensor, top: int, left: int,
+                  flipped: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop the ``crop_size`` square at (top, left) from both (prepared) images, mirrored if ``flipped``."""
         window = (..., slice(top, top + self.crop_size), slice(left, left + self.crop_size))
         a, b = a[window], b[window]
-        if self.flip and torch.rand(()) < 0.5:
+        if flipped:
             a, b = a.flip(-1), b.flip(-1)
         return a, b
