@@ -3,10 +3,10 @@ on a GPU, batch sizes, channels-last and torch.compile. One command prints the w
 
     .venv/bin/python benchmarks/speed.py [--data ../shared/datasets/facades] [--steps 10] [--json OUT]
 
-With CUDA the last batch-1 row adds `train.data_cache = "device"` to the fastest setup.
-On the CPU it measures 128 and 256 px at batch 1 in fp32, and bf16 where the CPU has it in
-hardware (AVX512-BF16 or AMX); with CUDA it adds batch 32,
-channels-last and compile. Each row is one `cgan bench --json` subprocess (a fresh process, so
+On the CPU it measures 128 and 256 px at batch 1 in fp32 (contiguous, channels-last, compiled),
+and bf16 where the CPU has it in hardware (AVX512-BF16 or AMX). With CUDA: fp32 and bf16,
+channels-last, compile ("max-autotune", "reduce-overhead" = CUDA graphs), the same with
+`train.data_cache = "device"`, and batch 32. Each row is one `cgan bench --json` subprocess (a fresh process, so
 that one configuration's compiled kernels and allocator state cannot help the next).
 """
 

@@ -90,15 +90,15 @@ class DeviceCache:
     Batches are then the very ones the DataLoader would give: same order, same crops and flips.
     """
 
-    def __init__(self, dataset: Any, device: torch.device, what: str = "data"):
+    def __init__(self, dataset: Any, device: torch.device):
         if not (hasattr(dataset, "decoded") and hasattr(dataset, "augment_batch")):
-            raise CganError(f'train.data_cache = "device": the {what} dataset ({type(dataset).__name__}) cannot be '
+            raise CganError(f'train.data_cache = "device": the training dataset ({type(dataset).__name__}) cannot be '
                             'cached (it offers no decoded/augment_batch); use data_cache = "none"')
         self.dataset = dataset
         items = [dataset.decoded(i) for i in range(len(dataset))]
         shapes = {(tuple(item["input"].shape), tuple(item["target"].shape)) for item in items}
         if len(shapes) > 1:
-            raise CganError(f'train.data_cache = "device": the {what} examples come in {len(shapes)} sizes '
+            raise CganError(f'train.data_cache = "device": the training examples come in {len(shapes)} sizes '
                             f'({", ".join(map(str, sorted(shapes)[:3]))}); use data_cache = "none"')
         self.inputs = torch.stack([item["input"] for item in items]).to(device)
         self.targets = torch.stack([item["target"] for item in items]).to(device)

@@ -149,7 +149,9 @@ def saved_best(run: Run) -> dict[str, Any] | None:
     meta = checkpoint.read_meta(run.checkpoints / checkpoint.BEST_NAME)
     best = (meta or {}).get("best")
     wanted = f"eval/{run.recipe.train.best_metric}"
-    return best if isinstance(best, dict) and best.get("metric") == wanted else None
+    if isinstance(best, dict) and best.get("metric") == wanted and isinstance(best.get("value"), (int, float)):
+        return best
+    return None
 
 
 def improves(results: dict[str, float], best: dict[str, Any] | None, metric: str) -> bool:

@@ -222,7 +222,7 @@ def test_the_best_so_far_survives_a_resume(tiny_recipe, tmp_path):
     assert checkpoint.read_meta(best)["best"]["metric"] == "eval/psnr"
 
 
-def test_report_and_best_checkpoint_of_a_facades_run(tmp_path_factory, tmp_path):
+def test_report_translate_and_export_of_a_facades_run(tmp_path_factory, tmp_path):
     from test_translate import trained_facades_run
 
     run = tmp_path / "facades"
@@ -237,3 +237,7 @@ def test_report_and_best_checkpoint_of_a_facades_run(tmp_path_factory, tmp_path)
     cgan_one_thread("translate", str(run), str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"),
                     "--checkpoint", "best", check=True)
     assert Image.open(tmp_path / "out" / "wide.png").size == (300, 200)
+    exported = cgan_one_thread("export", str(run), "--format", "torchscript", "--checkpoint", "best", "--size", "200",
+                               "300", "--out", str(tmp_path / "generator.pt"), "--json", check=True)
+    report = json.loads(exported.stdout)
+    assert report["input_shape"] == [1, 3, 200, 300] and report["max_abs_diff"] <= 1e-4
