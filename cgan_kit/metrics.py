@@ -85,6 +85,20 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     return s.flatten(1).mean(1).float()
 
 
+SSIM_WINDOW = 11
+
+
+def image_measures(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image L1 (in the [-1, 1] units of the models), PSNR and SSIM (on [0, 1]) of generator
+    outputs against targets, both in [-1, 1]; SSIM only for images of at least 11x11 pixels.
+    Training's evaluation and ``cgan eval`` both measure with this, so their numbers agree."""
+    outputs, targets = outputs.float(), targets.float()
+    measures = {"l1": l1(outputs, targets), "psnr": psnr((outputs + 1) / 2, (targets + 1) / 2)}
+    if min(outputs.shape[-2:]) >= SSIM_WINDOW:
+        measures["ssim"] = ssim(((outputs + 1) / 2).clamp(0, 1), ((targets + 1) / 2).clamp(0, 1), window=SSIM_WINDOW)
+    return measures
+
+
 # ---------------------------------------------------------------------------------------------
 # FID and KID
 
@@ -263,17 +277,16 @@ def evaluate(target: str | Path, data_root: str | None = None, split: str = "tes
             if outputs.shape != targets.shape:
                 raise CganError(f"the generator's outputs {list(outputs.shape)} do not match the targets "
                                 f"{list(targets.shape)}; the checkpoint does not fit this data")
-            fake01, real01 = ((outputs + 1) / 2).clamp(0, 1), ((targets + 1) / 2).clamp(0, 1)
-            try:
-                ssim_values = ssim(fake01, real01)
-            except ValueError as error:
-                raise CganError(f"SSIM: {error}") from None
-            sums["l1"] += l1(outputs, targets).sum().item()
-            sums["psnr"] += psnr((outputs + 1) / 2, (targets + 1) / 2).sum().item()
-            sums["ssim"] += ssim_values.sum().item()
+            measures = image_measures(outputs, targets)
+            if "ssim" not in measures:
+                height, width = outputs.shape[-2:]
+                raise CganError(f"SSIM: ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got "
+                                f"{height}x{width}")
+            for name, values in measures.items():
+                sums[name] += values.sum().item()
             if inception is not None:
-                fake_features.append(inception(fake01))
-                real_features.append(inception(real01))
+                fake_features.append(inception(((outputs + 1) / 2).clamp(0, 1)))
+                real_features.append(inception(((targets + 1) / 2).clamp(0, 1)))
             seen += inputs.shape[0]
     report: dict[str, Any] = {
         "checkpoint": str(loaded.path), "step": loaded.step, "split": split, "images": seen, "ema": loaded.ema,

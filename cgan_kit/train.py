@@ -60,7 +60,6 @@ def open_run(recipe_path: str | None, overrides: list[str], resume: str | None,
         recipe = load(saved, overrides)
         return Run(recipe, folder, checkpoint.latest(folder / "checkpoints"))
     recipe = load(recipe_path, overrides)
-    pick_device(recipe.train.device)  # a device that is not there fails before anything is written
     folder = None
     if context.main:
         folder = first_free(Path(recipe.train.out_dir) / recipe.run_name)
@@ -212,18 +211,13 @@ def evaluate(generator: torch.nn.Module, loader: Any, device: torch.device) -> d
     eval mode; SSIM only for images of at least 11x11 pixels."""
     was_training = generator.training
     generator.eval()
-    sums, count = {"eval/l1": 0.0, "eval/psnr": 0.0, "eval/ssim": 0.0}, 0
+    sums: dict[str, float] = {}
+    count = 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch in loader:
-            inputs, targets = batch["input"].to(device), batch["target"].to(device).float()
-            outputs = generator(inputs).float()
-            fake01, real01 = ((outputs + 1) / 2).clamp(0, 1), ((targets + 1) / 2).clamp(0, 1)
-            sums["eval/l1"] += metrics.l1(outputs, targets).sum().item()
-            sums["eval/psnr"] += metrics.psnr(fake01, real01).sum().item()
-            if min(outputs.shape[-2:]) >= 11:
-                sums["eval/ssim"] += metrics.ssim(fake01, real01).sum().item()
-            else:
-                sums.pop("eval/ssim", None)
+            inputs, targets = batch["input"].to(device), batch["target"].to(device)
+            for name, values in metrics.image_measures(generator(inputs), targets).items():
+                sums[f"eval/{name}"] = sums.get(f"eval/{name}", 0.0) + values.sum().item()
             count += inputs.shape[0]
     generator.train(was_training)
     return {key: value / count for key, value in sums.items()}
