@@ -64,6 +64,14 @@ def stop(context: Context) -> None:
         dist.destroy_process_group()
 
 
+def wait_for_all(context: Context) -> None:
+    """Block until every process gets here. Runs end with it so that no process tears down its
+    process group while rank 0 still evaluates and writes: destroying the group is meant to be
+    done by all processes together, and a rank that left early has been seen to abort in gloo."""
+    if context.active:
+        dist.barrier()
+
+
 def share(value: Any, context: Context) -> Any:
     """Rank 0's ``value`` on every process (a run folder's path, say)."""
     if not context.active:

@@ -561,12 +561,16 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
             if sampling or evaluating:
                 refresh_report(run, log, running=not last)
     log.close()
-    if step < stop_at:
+    interrupted = step < stop_at
+    path = None
+    if interrupted and main:
         # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
-        path = save_checkpoint(run, models, optimizers, scalers, step, batches_seen) if main else None
-        if main:
-            refresh_report(run, log, running=False)
-        raise Interrupted(f"interrupted at step {step}; saved {path}; continue with "
+        path = save_checkpoint(run, models, optimizers, scalers, step, batches_seen)
+        refresh_report(run, log, running=False)
+    distributed.wait_for_all(context)  # all processes leave together, once rank 0 has written
+    if interrupted:
+        saved = f"saved {path}" if main else f"rank 0 saved step {step}"
+        raise Interrupted(f"interrupted at step {step}; {saved}; continue with "
                           f"`cgan run --resume {run.folder}`")
     if main:
         elapsed = time.perf_counter() - started
