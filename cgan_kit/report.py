@@ -99,9 +99,11 @@ def _samples(run: Path) -> list[tuple[int, Path]]:
 
 
 def best_evaluation(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The evaluation row with the best ``eval/<metric>``."""
+    """The evaluation row with the best ``eval/<metric>``, after step 0 (the untrained baseline),
+    as training chooses ``best.safetensors``."""
     key = f"eval/{metric}"
-    scored = [row for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+    scored = [row for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+              and row.get("step", 0) > 0]
     if not scored:
         return None
     pick = min if metric in LOWER_IS_BETTER else max

@@ -37,6 +37,7 @@ class TrainSettings:
         best_metric: The held-out measure that picks ``checkpoints/best.safetensors``: "ssim"
             (higher is better), "psnr" (higher) or "l1" (lower). SSIM is the default because on
             facades L1 stops improving within the first epochs while the photos keep improving.
+            Step 0's evaluation is logged as the untrained baseline and never kept as the best.
         data_cache: "none": a DataLoader decodes and augments every training image on the CPU at
             every step. "device": the training split is decoded once and kept on the training
             device, where each step gathers and augments its batch (the same batches as "none");

@@ -454,7 +454,8 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
         nonlocal best
         results = evaluate(eval_generator(models), evaluation, device)
         log.scalars(step, results, epoch)
-        if improves(results, best, cfg.best_metric):
+        # Step 0 only sets the baseline in the log: the untrained generator is nobody's best.
+        if step > 0 and improves(results, best, cfg.best_metric):
             key = f"eval/{cfg.best_metric}"
             best = {"metric": key, "value": results[key]}
             save_checkpoint(run, models, optimizers, scalers, step, batches_seen, best)

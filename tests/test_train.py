@@ -156,15 +156,15 @@ def test_missing_release_folder_names_the_download_command(tmp_path):
 @pytest.mark.skipif(not FACADES.is_dir(), reason=f"the facades set is not at {FACADES} (set CGAN_FACADES)")
 def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
     recipe = str(ROOT / "recipes" / "pix2pix_facades.toml")
-    common = ["--set", f"train.out_dir={tmp_path}", "--set", "train.eval_images=8"]
-    cgan("run", recipe, "--set", f"data.root={FACADES}", "--set", "train.steps=6", *common, check=True,
+    common = ["--set", f"train.out_dir={tmp_path}", "--set", "train.eval_images=2"]
+    cgan("run", recipe, "--set", f"data.root={FACADES}", "--set", "train.steps=2", *common, check=True,
          timeout=600)
     run = tmp_path / "pix2pix_facades"
-    assert checkpoint.saved_steps(run / "checkpoints")[-1][0] == 6
-    resumed = cgan("run", "--resume", str(run), "--set", "train.steps=8", *common, check=True, timeout=600)
-    assert "from step 6" in resumed.stderr
+    assert checkpoint.saved_steps(run / "checkpoints")[-1][0] == 2
+    resumed = cgan("run", "--resume", str(run), "--set", "train.steps=3", *common, check=True, timeout=600)
+    assert "from step 2" in resumed.stderr
     tensors, meta = final_state(run)
-    assert meta["step"] == 8 and meta["batches"] == 8
+    assert meta["step"] == 3 and meta["batches"] == 3
     assert sum(v.numel() for k, v in tensors.items() if k.startswith("generator.") and "running" not in k
                and "num_batches" not in k) == 54_413_955
 
