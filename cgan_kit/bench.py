@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from cgan_kit import __version__, plugins
+from cgan_kit import __version__, allocator, plugins
 from cgan_kit.build import build_dataset, build_models
 from cgan_kit.data import train_loader
 from cgan_kit.recipe import load
-from cgan_kit.train import cpu_native_bf16, pick_device, resolve_precision, train
+from cgan_kit.train import build_optimizers, cpu_native_bf16, pick_device, resolve_precision, train
 
 
 def _sync(device: torch.device) -> None:
@@ -60,9 +60,8 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     generator = models.generator.to(device, memory_format=layout)
     critic = models.critic.to(device, memory_format=layout)
-    fused = device.type == "cuda"
-    opt_g = torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas, fused=fused)
-    opt_c = torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas, fused=fused)
+    optimizers = build_optimizers(generator, critic, opt, device)
+    opt_g, opt_c = optimizers["generator"], optimizers["critic"]
     dtype = resolve_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     loader = iter(train_loader(build_dataset(recipe, registry, "train", augment=True), cfg.batch_size, cfg.seed, 0,
@@ -127,6 +126,8 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
     device = pick_device(recipe.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:  # as `cgan run` does; process-wide, so for the bare loop too
+        allocator.keep_freed_memory()
     bare_rounds, real_rounds = [], []
     for _ in range(rounds):
         bare_rounds.append(bare_loop(recipe_path, overrides, steps))
