@@ -124,10 +124,9 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
     always running on a warmer (or hotter) machine than the other."""
     recipe = load(recipe_path, overrides)
     device = pick_device(recipe.train.device)
+    kept_heap = device.type == "cpu" and allocator.keep_freed_memory()  # as `cgan run` does, process-wide
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    else:  # as `cgan run` does; process-wide, so for the bare loop too
-        allocator.keep_freed_memory()
     bare_rounds, real_rounds = [], []
     for _ in range(rounds):
         bare_rounds.append(bare_loop(recipe_path, overrides, steps))
@@ -143,7 +142,7 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
         "cpu": _cpu_model(), "cpu_native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cgan_kit": __version__,
         "precision": str(dtype).replace("torch.", "") if dtype else "float32",
-        "compile": recipe.train.compile, "channels_last": recipe.train.channels_last,
+        "compile": recipe.train.compile, "channels_last": recipe.train.channels_last, "kept_heap": kept_heap,
         "batch_size": batch, "image_size": size, "timed_steps": steps, "rounds": rounds,
         "ms_per_step": round(real * 1000, 2), "images_per_s": round(batch / real, 2),
         "bare_ms_per_step": round(bare * 1000, 2), "bare_images_per_s": round(batch / bare, 2),

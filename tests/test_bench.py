@@ -1,6 +1,8 @@
 """`cgan bench` runs both loops on a recipe and reports comparable figures (no timing asserted)."""
 
 import json
+import platform
+import sys
 
 from conftest import cgan
 
@@ -11,6 +13,8 @@ def test_bench_json_reports_both_loops(tiny_recipe):
         assert isinstance(report[key], (int, float)) and report[key] > 0, key
     assert report["batch_size"] == 2 and report["image_size"] == 32 and report["precision"] == "float32"
     assert abs(report["images_per_s"] * report["ms_per_step"] / 1000 - 2) < 0.05
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert report["kept_heap"] is glibc  # the CPU run kept freed memory in glibc's heap
 
 
 def test_bench_checks_the_recipe_like_run(tmp_path):
