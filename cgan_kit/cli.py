@@ -282,11 +282,22 @@ def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, unti
 
         args = [*([recipe] if recipe else []), *(a for o in overrides for a in ("--set", o)),
                 *(["--resume", resume] if resume else []), *(["--until", str(until)] if until else [])]
+        from torch.distributed.elastic.multiprocessing.api import SignalException
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+        from cgan_kit.train import Interrupted
+
+        # torchrun passes a Ctrl-C on to every process (and kills them 30 s later): each finishes its
+        # step, rank 0 saves and they print where; the launcher only says so, in one line.
+        interrupted = Interrupted(f"interrupted: the {nproc} processes stopped after their step (their messages "
+                                  "above say where rank 0 saved); continue with `cgan run --resume RUN_DIR`")
         try:
             torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "cgan_kit", "run", *args])
+        except SignalException:
+            raise interrupted from None
         except ChildFailedError as error:  # each process has printed its own one-line error above
+            if all(failure.exitcode == Interrupted.exit_code for failure in error.failures.values()):
+                raise interrupted from None
             codes = ", ".join(f"rank {rank} exit code {failure.exitcode}" for rank, failure in error.failures.items())
             raise CganError(f"distributed training with {nproc} processes failed ({codes}); see the errors above")
         return

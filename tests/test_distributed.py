@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from cgan_kit import checkpoint
@@ -62,3 +68,29 @@ def test_a_failing_distributed_run_is_one_clean_error(recipe):
     assert result.returncode == 2
     assert "fewer than train.batch_size = 40 times 2 processes" in result.stderr
     assert "distributed training with 2 processes failed" in result.stderr.strip().splitlines()[-1]
+
+
+def test_ctrl_c_stops_every_process_after_its_step_and_rank_0_saves(recipe, tmp_path):
+    run = tmp_path / "runs" / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGAN_")}
+    process = subprocess.Popen([sys.executable, "-m", "cgan_kit", "run", str(recipe), "--nproc", "2",
+                                "--set", "train.steps=100000", "--set", "train.checkpoint_every=100000",
+                                "--set", "train.log_every=1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or "loss/critic" not in (run / "metrics.jsonl").read_text():
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C; torchrun passes it on to the processes
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted: the 2 processes stopped")
+    step, path = checkpoint.saved_steps(run / "checkpoints")[-1]
+    assert step >= 1 and f"interrupted at step {step}; saved {path}" in stderr, stderr
+    assert checkpoint.load(path)[1]["step"] == step
