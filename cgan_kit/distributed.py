@@ -104,6 +104,13 @@ def average_gradients(module: torch.nn.Module, context: Context) -> None:
         offset += grad.numel()
 
 
+def device_max(value: torch.Tensor, context: Context) -> torch.Tensor:
+    """The largest ``value`` over all processes, left on the device: no wait for it."""
+    if context.active:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
 def everywhere(flag: bool, context: Context, device: torch.device) -> bool:
     """Whether ``flag`` holds on every process, so that all of them act alike (stop, skip)."""
     if not context.active:

@@ -112,7 +112,8 @@ def heat_map(realness: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, 1, h, w) values in [0, 1] (0 fake, 1 real) as (B, 3, H, W) RGB, each patch a block of
     colour. A critic without a spatial map (h or w of 1, e.g. several scales side by side) is
     shown as one colour: its mean judgement."""
-    realness = realness.detach().float().cpu().clamp(0, 1)
+    # A diverged critic (NaN) is drawn as undecided grey rather than failing the drawing.
+    realness = realness.detach().float().cpu().nan_to_num(0.5).clamp(0, 1)
     if realness.dim() != 4 or realness.shape[-2] == 1 or realness.shape[-1] == 1:
         realness = realness.flatten(1).mean(1).view(-1, 1, 1, 1)
     realness = torch.nn.functional.interpolate(realness[:, :1], size=size, mode="nearest")

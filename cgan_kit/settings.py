@@ -42,8 +42,9 @@ class TrainSettings:
             every step. "device": the training split is decoded once and kept on the training
             device, where each step gathers and augments its batch (the same batches as "none");
             it pays on a GPU and needs the memory for the whole split at load size.
-        on_nonfinite: When a loss is NaN or infinite: "stop" the run (keeping the last good
-            checkpoint) or "skip" that update.
+        on_nonfinite: When a loss is NaN or infinite, that update is skipped; "stop" then ends the
+            run at the next log step, sample or checkpoint (keeping the last good checkpoint),
+            "skip" trains on and logs the count.
         precision: "fp32", "bf16" or "fp16" autocast for the forward passes (fp16 with gradient
             scaling); "auto" is bf16 on CUDA GPUs that support it and fp32 on the CPU.
         channels_last: Keep images and convolution weights in channels-last memory layout (faster

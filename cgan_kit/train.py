@@ -261,33 +261,67 @@ def grad_norm(module: torch.nn.Module) -> float:
     return torch.stack(norms).norm().item() if norms else 0.0
 
 
-def check_finite(value: torch.Tensor, what: str, step: int, run: Run, context: distributed.Context) -> bool:
-    """True if the loss is finite (on every process); otherwise stop, or with on_nonfinite = "skip"
-    say to skip the update."""
-    number = value.item()
-    if distributed.everywhere(math.isfinite(number), context, value.device):
-        return True
-    if run.recipe.train.on_nonfinite == "skip":
-        return False
-    last = checkpoint.latest(run.checkpoints)
-    raise CganError(f"step {step}: the {what} loss is {number}; stopped before updating, the last good "
-                    f"checkpoint is {last}. Lower optim.lr, or set train.on_nonfinite = \"skip\"")
+class NonFiniteLosses:
+    """Updates whose loss is NaN or infinite, skipped and tallied on the device without waiting
+    for it: the fused Adam step leaves weights and moments untouched where its ``found_inf`` is 1,
+    and the loop reads the tally only where it waits for the device anyway (log steps, checkpoints,
+    the end). A host sync per update would drain a GPU's queue twice a step; a CUDA graph can hold
+    none."""
+
+    WHAT = ("critic", "generator")
+
+    def __init__(self, device: torch.device, context: distributed.Context):
+        self.context = context
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.first_what = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_value = torch.zeros((), dtype=torch.float32, device=device)
+        self.seen = 0
+
+    def flag(self, loss: torch.Tensor, what: str, step: int) -> torch.Tensor:
+        """1.0 (on the device) if this update must be skipped: its loss is not finite on some process."""
+        value = loss.detach().float()
+        bad = distributed.device_max((~torch.isfinite(value)).float(), self.context)
+        first = (bad > 0) & (self.first_step < 0)
+        self.first_step = torch.where(first, step, self.first_step)
+        self.first_what = torch.where(first, self.WHAT.index(what), self.first_what)
+        self.first_value = torch.where(first, value, self.first_value)
+        self.count += bad.long()
+        return bad
+
+    def check(self, step: int, run: Run) -> int:
+        """The number of updates skipped so far; raises under on_nonfinite = "stop" if any were.
+        Waits for the device: call it where the loop syncs anyway, on every process alike."""
+        count = int(self.count.item())
+        if count and run.recipe.train.on_nonfinite == "stop":
+            first, what = int(self.first_step.item()), self.WHAT[int(self.first_what.item())]
+            raise CganError(f"step {first}: the {what} loss is {self.first_value.item()}; that update was skipped "
+                            f"and the run stopped at step {step}; the last good checkpoint is "
+                            f"{checkpoint.latest(run.checkpoints)}. Lower optim.lr, or set "
+                            f'train.on_nonfinite = "skip"')
+        return count
 
 
 def update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
-           module: torch.nn.Module, what: str, step: int, run: Run, context: distributed.Context,
-           scalars: dict[str, float] | None) -> None:
-    """One optimizer step on ``loss`` (gradients averaged across processes), unless the loss is
+           module: torch.nn.Module, what: str, step: int, context: distributed.Context,
+           nonfinite: NonFiniteLosses, scalars: dict[str, float] | None) -> None:
+    """One optimizer step on ``loss`` (gradients averaged across processes), skipped if the loss is
     not finite; records the gradient norm when logging."""
     optimizer.zero_grad(set_to_none=True)
-    if check_finite(loss, what, step, run, context):
-        scaler.scale(loss).backward()
-        distributed.average_gradients(module, context)
-        if scalars is not None:
-            scaler.unscale_(optimizer)  # a true norm under fp16 loss scaling
-            scalars[f"grad_norm/{what}"] = grad_norm(module)
+    skip = nonfinite.flag(loss, what, step)
+    scaler.scale(loss).backward()
+    distributed.average_gradients(module, context)
+    if scalars is not None:
+        scaler.unscale_(optimizer)  # a true norm under fp16 loss scaling
+        scalars[f"grad_norm/{what}"] = grad_norm(module)
+    if scaler.is_enabled():  # fp16: the scaler skips a step whose gradients are not finite by itself
         scaler.step(optimizer)
         scaler.update()
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = skip  # read by the fused kernel, as GradScaler does: no host sync
+        optimizer.step()
+    elif not skip.item():  # an optimizer without the fused kernel: ask the host
+        optimizer.step()
 
 
 class Interrupted(CganError):
@@ -449,6 +483,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     fixed = fixed_samples(recipe, registry, device)
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
 
+    nonfinite = NonFiniteLosses(device, context)
     main = context.main  # only rank 0 logs, evaluates, samples and saves
     log = RunLog(run.folder, cfg.steps, step, cfg.batch_size * context.world) if main else SilentLog()
     processes = f", {context.world} processes" if context.active else ""
@@ -521,8 +556,8 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
                     penalty = item.loss.penalty(critic, real_pair, fake_pair)
                     if penalty is not None:
                         critic_loss = critic_loss + item.weight * penalty
-                update(optimizers["critic"], scalers["critic"], critic_loss, critic, "critic", step, run, context,
-                       scalars if logging else None)
+                update(optimizers["critic"], scalers["critic"], critic_loss, critic, "critic", step, context,
+                       nonfinite, scalars if logging else None)
 
             # --- generator: fool the critic and stay close to the target ----------------------
             critic.requires_grad_(False)  # no critic gradients needed here: saves their compute
@@ -538,13 +573,17 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
                               for item in models.reconstruction})
                 generator_loss = sum(terms.values())
                 update(optimizers["generator"], scalers["generator"], generator_loss, generator, "generator", step,
-                       run, context, scalars if logging else None)
+                       context, nonfinite, scalars if logging else None)
             critic.requires_grad_(True)
             for stabilizer in models.stabilizers:
                 stabilizer.after_generator_step(generator, step)
 
             # --- feedback, evaluation, checkpoints (rank 0) -------------------------------------
             epoch = batches_seen // per_epoch
+            sampling = (cfg.sample_every and step % cfg.sample_every == 0) or last
+            evaluating = evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last)
+            if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or sampling or evaluating or last:
+                skipped = nonfinite.check(step, run)  # every process alike, before anything is drawn or saved
             if logging:
                 scalars.update({
                     "loss/critic": critic_loss.item(),
@@ -555,14 +594,13 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
                     "lr/generator": optimizers["generator"].param_groups[0]["lr"],
                     "lr/critic": optimizers["critic"].param_groups[0]["lr"],
                     "speed/images_per_s": log.images_per_s(step),
+                    **({"train/skipped_updates": skipped} if skipped else {}),
                 })
                 log.scalars(step, scalars, epoch)
             else:
                 log.advance(step)
             if not main:
                 continue
-            sampling = (cfg.sample_every and step % cfg.sample_every == 0) or last
-            evaluating = evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last)
             if sampling:
                 write_samples(models, fixed, device, run.folder, step, log)
             if evaluating:
@@ -573,6 +611,8 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
                 refresh_report(run, log, running=not last)
     log.close()
     interrupted = step < stop_at
+    if interrupted:
+        nonfinite.check(step, run)
     path = None
     if interrupted and main:
         # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.

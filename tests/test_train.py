@@ -128,6 +128,38 @@ def test_a_nan_loss_stops_before_the_update_and_keeps_the_last_checkpoint(tiny_r
     assert meta["step"] == 0 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
+def test_skip_keeps_training_and_logs_the_skipped_updates(tiny_recipe, tmp_path):
+    result = cgan("run", str(tiny_recipe), "--set", "optim.lr=1e12", "--set", "train.steps=12",
+                  "--set", "train.on_nonfinite=skip", "--set", "train.log_every=4", check=True)
+    skipped = [row["train/skipped_updates"] for row in metrics(tmp_path / "runs" / "tiny")
+               if "train/skipped_updates" in row]
+    assert skipped and skipped == sorted(skipped) and skipped[-1] > 0, result.stderr
+
+
+@pytest.mark.parametrize("device_skips", [True, False], ids=["fused", "host-checked"])
+def test_an_update_with_a_non_finite_loss_changes_nothing(device_skips):
+    # The real update path on real torch: weights and Adam's moments stay as they were, and the
+    # tally says so; a finite loss afterwards updates as usual.
+    from cgan_kit import distributed
+    from cgan_kit.train import NonFiniteLosses, update
+
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=device_skips)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    nonfinite = NonFiniteLosses(torch.device("cpu"), distributed.Context())
+    inputs = torch.ones(4, 3)
+    update(optimizer, scaler, net(inputs).sum(), net, "critic", 1, distributed.Context(), nonfinite, None)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in net.parameters()]
+    update(optimizer, scaler, net(inputs).sum() * float("nan"), net, "generator", 2, distributed.Context(),
+           nonfinite, None)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(torch.equal(m, optimizer.state[p]["exp_avg"]) for m, p in zip(moments, net.parameters()))
+    assert int(nonfinite.count) == 1 and int(nonfinite.first_step) == 2 and int(nonfinite.first_what) == 1
+    update(optimizer, scaler, net(inputs).sum(), net, "critic", 3, distributed.Context(), nonfinite, None)
+    assert not torch.equal(before["weight"], net.weight.detach()) and int(nonfinite.count) == 1
+
+
 def test_schedules_have_the_documented_values():
     assert [lr_factor("constant", s, 100) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
     assert [lr_factor("linear_decay", s, 100, 0.5) for s in (0, 49, 50, 75, 100)] == [1, 1, 1, 0.5, 0]
