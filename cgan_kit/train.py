@@ -264,9 +264,9 @@ def grad_norm(module: torch.nn.Module) -> float:
 class NonFiniteLosses:
     """Updates whose loss is NaN or infinite, skipped and tallied on the device without waiting
     for it: the fused Adam step leaves weights and moments untouched where its ``found_inf`` is 1,
-    and the loop reads the tally only where it waits for the device anyway (log steps, checkpoints,
-    the end). A host sync per update would drain a GPU's queue twice a step; a CUDA graph can hold
-    none."""
+    and the loop reads the tally only where it waits for the device anyway (log, sample, evaluation
+    and checkpoint steps, the end). A host sync per update would drain a GPU's queue twice a step;
+    a CUDA graph can hold none."""
 
     WHAT = ("critic", "generator")
 
@@ -276,7 +276,6 @@ class NonFiniteLosses:
         self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
         self.first_what = torch.zeros((), dtype=torch.int64, device=device)
         self.first_value = torch.zeros((), dtype=torch.float32, device=device)
-        self.seen = 0
 
     def flag(self, loss: torch.Tensor, what: str, step: int) -> torch.Tensor:
         """1.0 (on the device) if this update must be skipped: its loss is not finite on some process."""
@@ -483,7 +482,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     fixed = fixed_samples(recipe, registry, device)
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
 
-    nonfinite = NonFiniteLosses(device, context)
+    nonfinite, skipped = NonFiniteLosses(device, context), 0
     main = context.main  # only rank 0 logs, evaluates, samples and saves
     log = RunLog(run.folder, cfg.steps, step, cfg.batch_size * context.world) if main else SilentLog()
     processes = f", {context.world} processes" if context.active else ""
