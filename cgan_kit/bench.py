@@ -22,7 +22,7 @@ import torch
 
 from cgan_kit import __version__, allocator, plugins
 from cgan_kit.build import build_dataset, build_models
-from cgan_kit.data import train_loader
+from cgan_kit.data import auto_workers, train_loader
 from cgan_kit.recipe import load
 from cgan_kit.train import build_optimizers, cpu_native_bf16, pick_device, resolve_precision, train
 
@@ -65,7 +65,7 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     dtype = resolve_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     loader = iter(train_loader(build_dataset(recipe, registry, "train", augment=True), cfg.batch_size, cfg.seed, 0,
-                               0 if cfg.workers == "auto" and device.type == "cpu" else 2, device))
+                               auto_workers(device) if cfg.workers == "auto" else cfg.workers, device))
 
     # The same networks as the real loop runs: compiled when the recipe says so.
     run_generator = torch.compile(generator, mode=cfg.compile) if cfg.compile else generator

@@ -45,15 +45,15 @@ class _PairedImages(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
-        a, b = self.read(index)
-        source, target = self.transform(*((b, a) if self.swap else (a, b)))
-        source, target = to_channels(source, self.in_channels), to_channels(target, self.out_channels)
-        return {"input": source * 2 - 1, "target": target * 2 - 1, "name": self.names[index]}
+        item = self.decoded(index)
+        if self.transform.augment:  # the random crop and flip, from torch's global generator
+            item["input"], item["target"] = self.transform.crop_flip(item["input"], item["target"],
+                                                                     *self.transform.draw())
+        return {**item, "name": self.names[index]}
 
     # The device cache's protocol (cgan_kit.data.DeviceCache): the deterministic part of an item,
-    # and its random part applied to a batch wherever that batch lives. Cropping and flipping
-    # commute with the per-pixel channel conversion and scaling, so the two together give exactly
-    # the tensors __getitem__ gives.
+    # and its random part applied to a batch wherever that batch lives. __getitem__ is built from
+    # the same two parts, so the cache gives exactly the tensors the DataLoader gives.
 
     def decoded(self, index: int) -> dict[str, torch.Tensor]:
         """Example ``index`` before its random crop and flip: resized, converted and scaled to [-1, 1]."""

@@ -36,12 +36,6 @@ class PairTransform:
     flip: bool
     augment: bool
 
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = self.prepare(a, b)
-        if not self.augment:
-            return a, b
-        return self.crop_flip(a, b, *self.draw())
-
     def prepare(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The deterministic part: the resize (to ``load_size`` when augmenting, else to ``crop_size``)."""
         size = self.load_size if self.augment else self.crop_size
