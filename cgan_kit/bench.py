@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from cgan_kit import __version__, allocator, plugins
+from cgan_kit import __version__, allocator, cuda_graph, plugins
 from cgan_kit.build import build_dataset, build_models
-from cgan_kit.data import auto_workers, train_loader
+from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, train_loader
 from cgan_kit.recipe import load
-from cgan_kit.train import build_optimizers, cpu_native_bf16, pick_device, resolve_precision, train
+from cgan_kit.step import build_optimizers
+from cgan_kit.train import cpu_native_bf16, pick_device, resolve_precision, train
 
 
 def _sync(device: torch.device) -> None:
@@ -49,6 +51,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def step_gflop(recipe: Any, registry: Any) -> float:
+    """GFLOP of one bare-loop step (the critic's update on a real and a fake pair, then the
+    generator's), matrix products and convolutions forward and backward, counted by
+    ``torch.utils.flop_counter`` on the meta device: shapes only, nothing computed."""
+    example = build_dataset(recipe, registry, "train", augment=True)[0]
+    batch = recipe.train.batch_size
+    with torch.device("meta"):
+        models = build_models(recipe, registry)
+        inputs = torch.empty(batch, *example["input"].shape)
+        targets = torch.empty(batch, *example["target"].shape)
+    generator, critic = models.generator, models.critic
+    with FlopCounterMode(display=False) as counter:
+        fake = generator(inputs)
+        (critic(torch.cat([inputs, targets], 1)).sum() + critic(torch.cat([inputs, fake.detach()], 1)).sum()).backward()
+        critic.requires_grad_(False)
+        (critic(torch.cat([inputs, fake], 1)).sum() + (fake - targets).abs().sum()).backward()
+    return counter.get_total_flops() / 1e9
+
+
 def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     """Seconds per step of a plain PyTorch GAN loop on the recipe's networks, data and losses."""
     registry = plugins.registry()
@@ -63,18 +84,22 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     optimizers = build_optimizers(generator, critic, opt, device)
     opt_g, opt_c = optimizers["generator"], optimizers["critic"]
     dtype = resolve_precision(cfg.precision, device)
-    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    loader = iter(train_loader(build_dataset(recipe, registry, "train", augment=True), cfg.batch_size, cfg.seed, 0,
-                               auto_workers(device) if cfg.workers == "auto" else cfg.workers, device))
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                              cache_enabled=not cfg.cuda_graphs)
+    train_set = build_dataset(recipe, registry, "train", augment=True)
+    if cfg.data_cache == "device":  # fed as the real loop feeds itself
+        feed = DeviceCache(train_set, device).batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed))
+    else:
+        feed = iter(train_loader(train_set, cfg.batch_size, cfg.seed, 0,
+                                 auto_workers(device) if cfg.workers == "auto" else cfg.workers, device))
 
-    # The same networks as the real loop runs: compiled when the recipe says so.
-    run_generator = torch.compile(generator, mode=cfg.compile) if cfg.compile else generator
-    run_critic = torch.compile(critic, mode=cfg.compile) if cfg.compile else critic
+    # The same networks as the real loop runs: compiled when the recipe says so, captured likewise.
+    mode = cuda_graph.compile_mode(cfg.compile, device) if cfg.cuda_graphs else cfg.compile
+    run_generator = torch.compile(generator, mode=mode) if cfg.compile else generator
+    run_critic = torch.compile(critic, mode=mode) if cfg.compile else critic
 
-    def step() -> None:
-        batch = next(loader)
-        inputs = batch["input"].to(device, memory_format=layout)
-        targets = batch["target"].to(device, memory_format=layout)
+    def update(batches: list[tuple[torch.Tensor, torch.Tensor]], number: Any = None) -> None:
+        inputs, targets = batches[0]
         with autocast:
             fake = run_generator(inputs)
             real_scores = run_critic(torch.cat([inputs, targets], 1)).float()
@@ -93,6 +118,16 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
         loss_g.backward()
         opt_g.step()
         critic.requires_grad_(True)
+
+    captured = cuda_graph.CapturedStep(update, optimizers, device) if cfg.cuda_graphs else None
+
+    def step() -> None:
+        batch = next(feed)
+        batches = [(batch["input"].to(device, memory_format=layout), batch["target"].to(device, memory_format=layout))]
+        if captured is not None:
+            captured(batches, 0)
+        else:
+            update(batches)
 
     for _ in range(steps):  # warm-up: allocator, kernels' first calls, autotuning
         step()
@@ -132,6 +167,7 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
         bare_rounds.append(bare_loop(recipe_path, overrides, steps))
         real_rounds.append(real_loop(recipe_path, overrides, steps))
     bare, real = min(bare_rounds), min(real_rounds)
+    gflop = step_gflop(recipe, plugins.registry())
     batch = recipe.train.batch_size
     dtype = resolve_precision(recipe.train.precision, device)
     size = next((recipe.data.args[k] for k in ("crop_size", "size") if k in recipe.data.args), None)
@@ -142,11 +178,13 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
         "cpu": _cpu_model(), "cpu_native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "cgan_kit": __version__,
         "precision": str(dtype).replace("torch.", "") if dtype else "float32",
-        "compile": recipe.train.compile, "channels_last": recipe.train.channels_last, "kept_heap": kept_heap,
+        "compile": recipe.train.compile, "channels_last": recipe.train.channels_last,
+        "cuda_graphs": recipe.train.cuda_graphs, "data_cache": recipe.train.data_cache, "kept_heap": kept_heap,
         "batch_size": batch, "image_size": size, "timed_steps": steps, "rounds": rounds,
         "ms_per_step": round(real * 1000, 2), "images_per_s": round(batch / real, 2),
         "bare_ms_per_step": round(bare * 1000, 2), "bare_images_per_s": round(batch / bare, 2),
         "bare_ratio": round(real / bare, 4), "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "gflop_per_step": round(gflop, 2), "tflop_per_s": float(f"{gflop / (real * 1000):.4g}"),
         "ms_per_step_rounds": [round(t * 1000, 2) for t in real_rounds],
         "bare_ms_per_step_rounds": [round(t * 1000, 2) for t in bare_rounds],
     }

@@ -176,11 +176,15 @@ def prefixed(prefix: str, tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Split an optimizer state dict into flat tensors and JSON-able parameter groups."""
+    """Split an optimizer state dict into flat tensors and JSON-able parameter groups. A group's
+    learning rate kept as a device tensor (a captured step reads it there) is saved as a number,
+    and ``capturable`` as false: both describe this run's CUDA graph, which a resume captures anew."""
+    import torch
+
     tensors = {f"{index}.{key}": value for index, entries in state["state"].items()
                for key, value in entries.items()}
-    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in group.items()}
-              for group in state["param_groups"]]
+    groups = [{k: list(v) if isinstance(v, tuple) else v.item() if isinstance(v, torch.Tensor) else v
+               for k, v in group.items()} | {"capturable": False} for group in state["param_groups"]]
     return tensors, groups
 
 

@@ -67,7 +67,15 @@ class ReconstructionLoss:
 class Stabilizer:
     """A training trick applied by the loop at fixed points. Every hook is a no-op here;
     override the ones a stabilizer needs. Stabilizers run in the order the recipe lists them.
+
+    ``step`` is the iteration's 1-based number: an int, or, when the loop captures its step as a
+    CUDA graph (``train.cuda_graphs``), a 0-dim int64 tensor on the training device. A stabilizer
+    that sets ``capturable = True`` promises hooks that work with either: ``step`` used only in
+    tensor arithmetic, state changed in place, and no value read back to the host (no ``.item()``,
+    no Python ``if`` on a tensor). The loop refuses ``cuda_graphs`` with any other stabilizer.
     """
+
+    capturable: bool = False
 
     def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
         """Called once after the models are built and before the optimizers exist."""

@@ -110,7 +110,10 @@ class DeviceCache:
     def batches(self, sampler: EpochBatches) -> Iterator[dict[str, torch.Tensor]]:
         """Endless batches in the sampler's order, augmented on the device."""
         for keys in sampler:
-            index = torch.tensor([i for i, _ in keys], device=self.inputs.device)
+            index = torch.tensor([i for i, _ in keys])
+            if self.inputs.is_cuda:  # a copy from pageable memory would wait for the GPU's queue to drain
+                index = index.pin_memory()
+            index = index.to(self.inputs.device, non_blocking=True)
             batch = {"input": self.inputs.index_select(0, index), "target": self.targets.index_select(0, index)}
             yield self.dataset.augment_batch(batch, [seed for _, seed in keys])
 

@@ -50,7 +50,11 @@ class TrainSettings:
         channels_last: Keep images and convolution weights in channels-last memory layout (faster
             convolutions on recent GPUs with bf16/fp16).
         compile: torch.compile the networks' forward passes: false, "default", "max-autotune" or
-            "reduce-overhead" (the latter captures CUDA graphs on GPUs).
+            "reduce-overhead" (the latter captures CUDA graphs of the networks' forward passes on GPUs).
+        cuda_graphs: Capture the whole training iteration (forward, backward and Adam for both
+            networks) as one CUDA graph after a few eager steps, and replay it: no Python or kernel
+            launch cost per step. Needs precision "fp32" or "bf16", one process, and stabilizers
+            that can be captured (not history_buffer). On the CPU the step runs uncaptured.
     """
 
     name: str = ""
@@ -76,6 +80,7 @@ class TrainSettings:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     compile: Literal[False, "default", "max-autotune", "reduce-overhead"] = False
+    cuda_graphs: bool = False
 
 
 @dataclass(frozen=True)

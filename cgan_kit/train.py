@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
-from cgan_kit import __version__, allocator, checkpoint, distributed, metrics, plugins, report
+from cgan_kit import __version__, allocator, checkpoint, cuda_graph, distributed, metrics, plugins, report
 from cgan_kit.build import Models, build_dataset, build_models
 from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_fits, eval_loader, train_loader
 from cgan_kit.errors import CganError
 from cgan_kit.feedback import RunLog, SilentLog, render_samples, save_png
 from cgan_kit.recipe import Recipe, load
 from cgan_kit.schedule import lr_factor
-from cgan_kit.settings import OptimSettings
+from cgan_kit.step import AdversarialStep, NonFiniteLosses, build_optimizers, grad_norms, set_learning_rate
 
 RECIPE_FILE = "recipe.toml"
 SAMPLE_COUNT = 4
@@ -256,73 +256,6 @@ def refresh_report(run: Run, log: RunLog, running: bool) -> None:
 # The loop
 
 
-def grad_norm(module: torch.nn.Module) -> float:
-    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(norms).norm().item() if norms else 0.0
-
-
-class NonFiniteLosses:
-    """Updates whose loss is NaN or infinite, skipped and tallied on the device without waiting
-    for it: the fused Adam step leaves weights and moments untouched where its ``found_inf`` is 1,
-    and the loop reads the tally only where it waits for the device anyway (log, sample, evaluation
-    and checkpoint steps, the end). A host sync per update would drain a GPU's queue twice a step;
-    a CUDA graph can hold none."""
-
-    WHAT = ("critic", "generator")
-
-    def __init__(self, device: torch.device, context: distributed.Context):
-        self.context = context
-        self.count = torch.zeros((), dtype=torch.int64, device=device)
-        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
-        self.first_what = torch.zeros((), dtype=torch.int64, device=device)
-        self.first_value = torch.zeros((), dtype=torch.float32, device=device)
-
-    def flag(self, loss: torch.Tensor, what: str, step: int) -> torch.Tensor:
-        """1.0 (on the device) if this update must be skipped: its loss is not finite on some process."""
-        value = loss.detach().float()
-        bad = distributed.device_max((~torch.isfinite(value)).float(), self.context)
-        first = (bad > 0) & (self.first_step < 0)
-        self.first_step = torch.where(first, step, self.first_step)
-        self.first_what = torch.where(first, self.WHAT.index(what), self.first_what)
-        self.first_value = torch.where(first, value, self.first_value)
-        self.count += bad.long()
-        return bad
-
-    def check(self, step: int, run: Run) -> int:
-        """The number of updates skipped so far; raises under on_nonfinite = "stop" if any were.
-        Waits for the device: call it where the loop syncs anyway, on every process alike."""
-        count = int(self.count.item())
-        if count and run.recipe.train.on_nonfinite == "stop":
-            first, what = int(self.first_step.item()), self.WHAT[int(self.first_what.item())]
-            raise CganError(f"step {first}: the {what} loss is {self.first_value.item()}; that update was skipped "
-                            f"and the run stopped at step {step}; the last good checkpoint is "
-                            f"{checkpoint.latest(run.checkpoints)}. Lower optim.lr, or set "
-                            f'train.on_nonfinite = "skip"')
-        return count
-
-
-def update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
-           module: torch.nn.Module, what: str, step: int, context: distributed.Context,
-           nonfinite: NonFiniteLosses, scalars: dict[str, float] | None) -> None:
-    """One optimizer step on ``loss`` (gradients averaged across processes), skipped if the loss is
-    not finite; records the gradient norm when logging."""
-    optimizer.zero_grad(set_to_none=True)
-    skip = nonfinite.flag(loss, what, step)
-    scaler.scale(loss).backward()
-    distributed.average_gradients(module, context)
-    if scalars is not None:
-        scaler.unscale_(optimizer)  # a true norm under fp16 loss scaling
-        scalars[f"grad_norm/{what}"] = grad_norm(module)
-    if scaler.is_enabled():  # fp16: the scaler skips a step whose gradients are not finite by itself
-        scaler.step(optimizer)
-        scaler.update()
-    elif optimizer.defaults.get("fused"):
-        optimizer.found_inf = skip  # read by the fused kernel, as GradScaler does: no host sync
-        optimizer.step()
-    elif not skip.item():  # an optimizer without the fused kernel: ask the host
-        optimizer.step()
-
-
 class Interrupted(CganError):
     """The user stopped the run; it was saved first."""
 
@@ -372,19 +305,6 @@ def precision_warning(amp_dtype: torch.dtype | None, device: torch.device) -> st
         return ('warning: train.precision = "bf16" on a CPU without hardware bf16 (no AVX512-BF16 or AMX): '
                 'torch emulates it, many times slower than fp32; use "fp32" (or "auto")')
     return None
-
-
-def build_optimizers(generator: torch.nn.Module, critic: torch.nn.Module, opt: OptimSettings,
-                     device: torch.device) -> dict[str, torch.optim.Optimizer]:
-    """Adam for both networks, fused (one pass over each tensor, no temporaries) where torch has
-    the kernel: on the CPU it made a step of the paper's nets 17-20 % faster (``benchmarks/cpu_step.py``)."""
-    fused = device.type in ("cpu", "cuda")
-    return {
-        "generator": torch.optim.Adam(generator.parameters(), lr=opt.lr, betas=opt.betas,
-                                      weight_decay=opt.weight_decay, fused=fused),
-        "critic": torch.optim.Adam(critic.parameters(), lr=opt.lr * opt.critic_lr_factor, betas=opt.betas,
-                                   weight_decay=opt.weight_decay, fused=fused),
-    }
 
 
 def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> None:
@@ -444,6 +364,8 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     optimizers = build_optimizers(generator, critic, opt, device)
     base_lr = {name: o.param_groups[0]["lr"] for name, o in optimizers.items()}
     amp_dtype = resolve_precision(cfg.precision, device)
+    if cfg.cuda_graphs:
+        cuda_graph.check_capturable(recipe, models, amp_dtype, device, context)
     # fp16 needs its losses scaled so that small gradients survive; bf16 has fp32's range and does not.
     scalers = {name: torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16) for name in optimizers}
 
@@ -463,21 +385,23 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
 
     # The loop calls compiled forwards; checkpoints, EMA and evaluation use the plain modules.
     if cfg.compile:
-        run_generator = torch.compile(generator, mode=cfg.compile)
-        run_critic = torch.compile(critic, mode=cfg.compile)
+        mode = cuda_graph.compile_mode(cfg.compile, device) if cfg.cuda_graphs else cfg.compile
+        run_generator, run_critic = torch.compile(generator, mode=mode), torch.compile(critic, mode=mode)
     else:
         run_generator, run_critic = generator, critic
-    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+    # A captured step must recompute its weight casts at every replay, not cache them across it.
+    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
+                              cache_enabled=not cfg.cuda_graphs)
 
     if cfg.data_cache == "device":  # decoded once, augmented where the model runs
         check_batch_fits(train_set, cfg.batch_size, context.world)
         cache = DeviceCache(train_set, device)
-        batches = cache.batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed, batches_seen, context.rank,
-                                             context.world))
+        feed = cache.batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed, batches_seen, context.rank,
+                                          context.world))
     else:
         workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
-        batches = iter(train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
-                                    context.rank, context.world))
+        feed = iter(train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
+                                 context.rank, context.world))
     per_epoch = len(train_set) // (cfg.batch_size * context.world)
     fixed = fixed_samples(recipe, registry, device)
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
@@ -492,6 +416,12 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     warning = precision_warning(amp_dtype, device)
     if warning:
         log.message(warning)
+    train_step = AdversarialStep(models, run_generator, run_critic, optimizers, scalers, nonfinite, autocast,
+                                 cfg.generator_steps, context)
+    if cfg.cuda_graphs:
+        captured = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
+        if device.type != "cuda":
+            log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
     best = saved_best(run) if main else None
 
     def evaluate_and_keep_best(step: int, epoch: int) -> None:
@@ -514,7 +444,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal batches_seen
-        batch = next(batches)
+        batch = next(feed)
         batches_seen += 1
         return (batch["input"].to(device, non_blocking=True, memory_format=layout),
                 batch["target"].to(device, non_blocking=True, memory_format=layout))
@@ -523,75 +453,39 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     with StopRequests() as stop:
         while step < stop_at and not distributed.anywhere(stop.requested, context, device):
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
-            factor = lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
+            rates = {name: base_lr[name] * lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
+                     for name in optimizers}
             for name, optimizer in optimizers.items():
-                for group in optimizer.param_groups:
-                    group["lr"] = base_lr[name] * factor
+                set_learning_rate(optimizer, rates[name])
             step += 1
             last = step == stop_at
             logging = main and (step % cfg.log_every == 0 or last)
             scalars: dict[str, float] = {}
-
-            # --- critic: learn to tell real pairs from generated ones -------------------------
-            for k in range(cfg.critic_steps):
-                inputs, targets = next_batch()
-                # Only the last fake feeds the generator update, so only it keeps its graph.
-                with torch.set_grad_enabled(k == cfg.critic_steps - 1), autocast:
-                    fake = run_generator(inputs)
-                real_pair = torch.cat([inputs, targets], 1)
-                fake_pair = torch.cat([inputs, fake.detach()], 1)
-                for stabilizer in models.stabilizers:
-                    real_pair, fake_pair = stabilizer.critic_inputs(real_pair, fake_pair, step)
-                with autocast:
-                    real_scores, fake_scores = run_critic(real_pair).float(), run_critic(fake_pair).float()
-                real_target, fake_target = torch.ones_like(real_scores), torch.zeros_like(fake_scores)
-                for stabilizer in models.stabilizers:
-                    real_target, fake_target = stabilizer.targets(real_target, fake_target, step)
-                critic_loss = real_scores.new_zeros(())
-                for item in models.adversarial:
-                    critic_loss = critic_loss + item.weight * item.loss.critic_loss(
-                        real_scores, fake_scores, real_target, fake_target)
-                    # The penalty differentiates through the critic twice: the plain module, in fp32.
-                    penalty = item.loss.penalty(critic, real_pair, fake_pair)
-                    if penalty is not None:
-                        critic_loss = critic_loss + item.weight * penalty
-                update(optimizers["critic"], scalers["critic"], critic_loss, critic, "critic", step, context,
-                       nonfinite, scalars if logging else None)
-
-            # --- generator: fool the critic and stay close to the target ----------------------
-            critic.requires_grad_(False)  # no critic gradients needed here: saves their compute
-            for k in range(cfg.generator_steps):
-                with autocast:
-                    if k > 0:
-                        fake = run_generator(inputs)  # the previous fake predates the last update
-                    fake_scores_g = run_critic(torch.cat([inputs, fake], 1)).float()
-                fake = fake.float()
-                terms = {f"loss/g_{item.name}": item.weight * item.loss.generator_loss(fake_scores_g)
-                         for item in models.adversarial}
-                terms.update({f"loss/g_{item.name}": item.weight * item.loss(fake, targets)
-                              for item in models.reconstruction})
-                generator_loss = sum(terms.values())
-                update(optimizers["generator"], scalers["generator"], generator_loss, generator, "generator", step,
-                       context, nonfinite, scalars if logging else None)
-            critic.requires_grad_(True)
-            for stabilizer in models.stabilizers:
-                stabilizer.after_generator_step(generator, step)
+            # One batch per critic update; the generator learns on the last one.
+            batches = [next_batch() for _ in range(cfg.critic_steps)]
+            if cfg.cuda_graphs:  # replayed: this step's gradients are still in place for their norms
+                result = captured(batches, step)
+                if logging:
+                    scalars.update(grad_norms(models))
+            else:
+                result = train_step(batches, step, scalars if logging else None)
 
             # --- feedback, evaluation, checkpoints (rank 0) -------------------------------------
             epoch = batches_seen // per_epoch
             sampling = (cfg.sample_every and step % cfg.sample_every == 0) or last
             evaluating = evaluation is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last)
             if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or sampling or evaluating or last:
-                skipped = nonfinite.check(step, run)  # every process alike, before anything is drawn or saved
+                # Every process alike, before anything is drawn or saved.
+                skipped = nonfinite.check(step, cfg.on_nonfinite, lambda: checkpoint.latest(run.checkpoints))
             if logging:
                 scalars.update({
-                    "loss/critic": critic_loss.item(),
-                    "loss/generator": generator_loss.item(),
-                    **{key: value.item() for key, value in terms.items()},
-                    "critic/real_score": real_scores.mean().item(),
-                    "critic/fake_score": fake_scores.mean().item(),
-                    "lr/generator": optimizers["generator"].param_groups[0]["lr"],
-                    "lr/critic": optimizers["critic"].param_groups[0]["lr"],
+                    "loss/critic": result.critic_loss.item(),
+                    "loss/generator": result.generator_loss.item(),
+                    **{key: value.item() for key, value in result.terms.items()},
+                    "critic/real_score": result.real_scores.mean().item(),
+                    "critic/fake_score": result.fake_scores.mean().item(),
+                    "lr/generator": rates["generator"],
+                    "lr/critic": rates["critic"],
                     "speed/images_per_s": log.images_per_s(step),
                     **({"train/skipped_updates": skipped} if skipped else {}),
                 })
@@ -611,7 +505,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
     log.close()
     interrupted = step < stop_at
     if interrupted:
-        nonfinite.check(step, run)
+        nonfinite.check(step, cfg.on_nonfinite, lambda: checkpoint.latest(run.checkpoints))
     path = None
     if interrupted and main:
         # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.

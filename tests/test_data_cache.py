@@ -3,6 +3,7 @@ very batches the DataLoader gives, so a cached run equals an uncached one bit fo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,14 @@ def test_a_dataset_that_cannot_be_cached_is_one_line(tiny_recipe, tmp_path):
     one_error(cgan_one_thread("run", str(tiny_recipe), "--set", 'train.data_cache="device"'),
               'train.data_cache = "device"', "cannot be cached", 'data_cache = "none"')
     assert not (tmp_path / "runs" / "tiny").exists()  # failed before its first checkpoint: nothing left behind
+
+
+def test_bench_feeds_both_loops_from_the_cache_and_captured_steps(tmp_path):
+    # The GPU's fastest setup (cached data, the step captured) run through `cgan bench` on real files.
+    aligned_data(tmp_path / "data")
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(ALIGNED.format(root=(tmp_path / "data").as_posix(), runs=(tmp_path / "runs").as_posix()))
+    result = cgan_one_thread("bench", str(recipe_file), "--steps", "4", "--rounds", "1", "--json",
+                             "--set", 'train.data_cache="device"', "--set", "train.cuda_graphs=true", check=True)
+    report = json.loads(result.stdout)
+    assert report["data_cache"] == "device" and report["cuda_graphs"] is True and report["bare_ms_per_step"] > 0

@@ -141,7 +141,7 @@ def test_an_update_with_a_non_finite_loss_changes_nothing(device_skips):
     # The real update path on real torch: weights and Adam's moments stay as they were, and the
     # tally says so; a finite loss afterwards updates as usual.
     from cgan_kit import distributed
-    from cgan_kit.train import NonFiniteLosses, update
+    from cgan_kit.step import NonFiniteLosses, update
 
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=device_skips)

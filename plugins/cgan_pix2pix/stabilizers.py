@@ -16,14 +16,19 @@ from cgan_kit import Range, Stabilizer, hookimpl
 Decay = Literal["none", "linear"]
 
 
-def _strength(decay: Decay, step: int, total_steps: int) -> float:
-    """1 throughout with no decay; with linear decay, 1 at the start falling to 0 at the last step."""
+def _strength(decay: Decay, step: int | Tensor, total_steps: int) -> float | Tensor:
+    """1 throughout with no decay; with linear decay, 1 at the start falling to 0 at the last step
+    (a device tensor when ``step`` is one: the loop's step captured as a CUDA graph)."""
     if decay == "none" or total_steps <= 0:
         return 1.0
+    if isinstance(step, Tensor):
+        return (1.0 - step / total_steps).clamp(min=0.0)
     return max(0.0, 1.0 - step / total_steps)
 
 
 class LabelSmoothing(Stabilizer):
+    capturable = True
+
     def __init__(self, real: float | list[float], fake: float):
         self.real, self.fake = real, fake
 
@@ -37,6 +42,8 @@ class LabelSmoothing(Stabilizer):
 
 
 class LabelFlipping(Stabilizer):
+    capturable = True
+
     def __init__(self, probability: float, decay: Decay):
         self.probability, self.decay = probability, decay
         self.total_steps = 0
@@ -44,7 +51,7 @@ class LabelFlipping(Stabilizer):
     def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
         self.total_steps = total_steps
 
-    def targets(self, real_target: Tensor, fake_target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
         p = self.probability * _strength(self.decay, step, self.total_steps)
         # One draw per image: a flipped image has all its patches' labels swapped.
         flip = torch.rand(real_target.shape[0], device=real_target.device) < p
@@ -53,6 +60,8 @@ class LabelFlipping(Stabilizer):
 
 
 class InstanceNoise(Stabilizer):
+    capturable = True
+
     def __init__(self, sigma: float, decay: Decay):
         self.sigma, self.decay = sigma, decay
         self.total_steps = 0
@@ -60,15 +69,18 @@ class InstanceNoise(Stabilizer):
     def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
         self.total_steps = total_steps
 
-    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        sigma = self.sigma * _strength(self.decay, step, self.total_steps)
-        if sigma == 0:
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
+        if self.sigma == 0:
             return real_pair, fake_pair
+        # Drawn even where the decay has reached 0: the random numbers a step draws never depend on
+        # the step, so a captured step (whose step is a tensor) draws the very same ones.
+        sigma = self.sigma * _strength(self.decay, step, self.total_steps)
         return real_pair + sigma * torch.randn_like(real_pair), fake_pair + sigma * torch.randn_like(fake_pair)
 
 
 class HistoryBuffer(Stabilizer):
-    """The image pool of Shrivastava et al. (2017), as pix2pix and CycleGAN use it."""
+    """The image pool of Shrivastava et al. (2017), as pix2pix and CycleGAN use it. It decides on
+    the host which fakes to swap, so it cannot run inside a captured CUDA graph (not capturable)."""
 
     def __init__(self, size: int, probability: float):
         self.size, self.probability = size, probability
@@ -114,6 +126,8 @@ class HistoryBuffer(Stabilizer):
 class MovingAverage(Stabilizer):
     """An exponential moving average of the generator's weights (Karras et al., 2018; Yazici et al., 2019)."""
 
+    capturable = True
+
     def __init__(self, decay: float, start_step: int):
         self.decay, self.start_step = decay, start_step
         self.generator: nn.Module | None = None
@@ -132,12 +146,15 @@ class MovingAverage(Stabilizer):
         return self._average
 
     @torch.no_grad()
-    def after_generator_step(self, generator: nn.Module, step: int) -> None:
+    def after_generator_step(self, generator: nn.Module, step: int | Tensor) -> None:
         # Until start_step the average simply follows the weights: early weights are poor to average.
-        decay = 0.0 if step <= self.start_step else self.decay
+        if isinstance(step, Tensor):
+            weight = torch.where(step <= self.start_step, 1.0, 1.0 - self.decay)
+        else:
+            weight = 1.0 if step <= self.start_step else 1.0 - self.decay
         weights = dict(generator.named_parameters())
         for name, average in self.average.named_parameters():
-            average.lerp_(weights[name].detach(), 1.0 - decay)
+            average.lerp_(weights[name].detach(), weight)
         # Buffers (batch-norm running statistics, spectral-norm vectors) are copied, not averaged.
         buffers = dict(generator.named_buffers())
         for name, average in self.average.named_buffers():
@@ -155,6 +172,8 @@ class MovingAverage(Stabilizer):
 
 
 class SpectralNormalization(Stabilizer):
+    capturable = True  # its power iterations update their vectors in place inside the forward pass
+
     def __init__(self, target: Literal["critic", "generator", "both"], power_iterations: int):
         self.target, self.power_iterations = target, power_iterations
 

@@ -28,6 +28,8 @@ def charbonnier(epsilon: Annotated[float, Range(gt=0)] = 1e-3) -> Charbonnier:
 
 
 class LabelNoise(Stabilizer):
+    capturable = True  # no host reads, no use of step: it can run inside a captured CUDA graph
+
     def __init__(self, amount: float):
         self.amount = amount
 

@@ -1,0 +1,118 @@
+"""``train.cuda_graphs``: the training iteration captured once as a CUDA graph, then replayed.
+
+A replay launches all of an iteration's kernels (hundreds for the paper's nets) with one call, so
+a small step no longer waits on Python and kernel launches. A graph repeats exactly the work it
+recorded, on exactly the memory it recorded; so, for the captured iteration:
+
+- each step's batch is copied into the same input tensors;
+- what changes from step to step reaches it through device tensors: the step number (read by
+  stabilizers and the non-finite tally) and the learning rates (fused Adam reads a tensor rate);
+- every piece of state is updated in place: weights, Adam's moments, norm statistics, the moving
+  average, the non-finite tally;
+- nothing inside waits for the device: the non-finite check and Adam's skip stay on the device,
+  and gradient norms are read from the gradients after the replay, on log steps only.
+
+The first steps run eagerly on the capture stream (cuDNN picks its algorithms, Adam creates its
+state); the graph is captured at the next step and replayed from then on. On a device without
+CUDA graphs the same static-buffer step runs each time without capture, so a recipe stays
+portable and the CPU tests run everything but the capture itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from cgan_kit import distributed
+from cgan_kit.build import Models
+from cgan_kit.errors import CganError
+from cgan_kit.recipe import Recipe
+from cgan_kit.step import Batch
+
+WARMUP_STEPS = 3  # eager steps before capture, as torch's own whole-network example does
+
+KEY = "train.cuda_graphs"
+
+
+def check_capturable(recipe: Recipe, models: Models, amp_dtype: torch.dtype | None, device: torch.device,
+                     context: distributed.Context) -> None:
+    """Refuse, in one line naming the setting, what a captured step cannot hold."""
+    if amp_dtype == torch.float16:
+        raise CganError(f'{KEY} = true with train.precision = "fp16": the fp16 loss scaler is not captured; '
+                        'use precision = "bf16" (same speed, no scaler) or cuda_graphs = false')
+    if recipe.train.compile == "reduce-overhead":
+        raise CganError(f'{KEY} = true with train.compile = "reduce-overhead": both capture CUDA graphs; keep one '
+                        '(compile = "default" or "max-autotune" combine with cuda_graphs)')
+    for i, (spec, stabilizer) in enumerate(zip(recipe.stabilizers, models.stabilizers)):
+        if not stabilizer.capturable:
+            raise CganError(f'{KEY} = true: stabilizers[{i}] ("{spec.type}") cannot run inside a CUDA graph (it '
+                            f'decides on the host, or does not say it can); remove it or set cuda_graphs = false')
+    if device.type == "cuda" and context.active:
+        raise CganError(f"{KEY} = true with {context.world} processes: a captured step does not yet average "
+                        "gradients across GPUs; train on one GPU, or set cuda_graphs = false")
+
+
+def compile_mode(mode: str, device: torch.device) -> str:
+    """The torch.compile mode to use inside a captured step: "max-autotune" would capture graphs
+    of its own, which cannot nest in ours."""
+    return "max-autotune-no-cudagraphs" if mode == "max-autotune" and device.type == "cuda" else mode
+
+
+class CapturedStep:
+    """Runs a training step from static input buffers: captured as a CUDA graph after ``warmup``
+    eager steps on CUDA, eagerly from the same buffers elsewhere. ``step(batches, number)`` must
+    meet the rules above; ``number`` is the step's number as a 0-dim int64 tensor on the device."""
+
+    def __init__(self, step: Callable[[list[Batch], torch.Tensor], Any], optimizers: dict[str, torch.optim.Optimizer],
+                 device: torch.device, announce: Callable[[str], None] = lambda message: None,
+                 warmup: int = WARMUP_STEPS):
+        self.step, self.optimizers, self.device, self.announce, self.warmup = step, optimizers, device, announce, warmup
+        self.inputs: list[Batch] | None = None  # made like the first batches
+        self.number = torch.zeros((), dtype=torch.int64, device=device)
+        for optimizer in optimizers.values():
+            for group in optimizer.param_groups:  # fused Adam reads a float32 tensor rate on the device
+                group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.result: Any = None
+        self.eager_steps = 0
+
+    def __call__(self, batches: list[Batch], number: int) -> Any:
+        """One step on ``batches`` as step ``number``; returns what the step returned (for a
+        replay: the tensors its capture returned, now holding this step's values)."""
+        if self.inputs is None:
+            self.inputs = [(torch.empty_like(inputs), torch.empty_like(targets)) for inputs, targets in batches]
+        for (static_inputs, static_targets), (inputs, targets) in zip(self.inputs, batches):
+            static_inputs.copy_(inputs, non_blocking=True)
+            static_targets.copy_(targets, non_blocking=True)
+        self.number.fill_(number)
+        if self.stream is None:
+            return self.step(self.inputs, self.number)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.result
+        if self.eager_steps < self.warmup:
+            return self._eager()
+        return self._capture(number)
+
+    def _eager(self) -> Any:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            result = self.step(self.inputs, self.number)
+        current.wait_stream(self.stream)
+        self.eager_steps += 1
+        return result
+
+    def _capture(self, number: int) -> Any:
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["capturable"] = True  # only checked by Adam under capture; the fused kernel is the same
+        self.graph = torch.cuda.CUDAGraph()
+        # "thread_local": a DataLoader's pin-memory thread may call CUDA while this thread captures.
+        with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
+            self.result = self.step(self.inputs, self.number)
+        self.graph.replay()  # capture records the work without doing it
+        self.announce(f"captured the training step as a CUDA graph at step {number}; replaying it from here")
+        return self.result

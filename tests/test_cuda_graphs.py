@@ -1,0 +1,176 @@
+"""`train.cuda_graphs`: what a captured step relies on, checked on the CPU.
+
+Capture itself needs a GPU. What it relies on does not, and is tested here through the real
+loop and the real step: the static-buffer step trains exactly like the eager one (so a replay,
+which repeats the same work on the same memory, does too); nothing in the step waits for the
+device; every piece of state is updated in place; and what cannot be captured is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cgan_kit import checkpoint, distributed, plugins
+from cgan_kit.build import build_models
+from cgan_kit.recipe import load
+from cgan_kit.step import AdversarialStep, NonFiniteLosses, build_optimizers
+from conftest import cgan, one_error
+
+# Every capturable built-in stabilizer, with the step-dependent settings that a frozen step
+# number would get wrong: decaying flips and noise, and an average that starts late.
+CAPTURABLE = """
+[[stabilizers]]
+type = "label_smoothing"
+real = [0.8, 1.0]
+
+[[stabilizers]]
+type = "label_flipping"
+probability = 0.3
+decay = "linear"
+
+[[stabilizers]]
+type = "instance_noise"
+sigma = 0.2
+decay = "linear"
+
+[[stabilizers]]
+type = "ema"
+decay = 0.9
+start_step = 3
+
+[[stabilizers]]
+type = "spectral_norm"
+target = "critic"
+"""
+
+
+def final_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))[0]
+
+
+def test_the_capture_ready_step_trains_like_the_eager_loop(tiny_recipe, tmp_path):
+    tiny_recipe.write_text(tiny_recipe.read_text() + CAPTURABLE)
+    # A decaying learning rate from the first step: the tensor rates must follow it.
+    common = ["--set", "optim.schedule=linear_decay", "--set", "optim.decay_start=0.0", "--set", "train.log_every=1",
+              "--set", "train.critic_steps=2"]
+    cgan("run", str(tiny_recipe), *common, "--set", "train.name=eager", check=True)
+    captured = cgan("run", str(tiny_recipe), *common, "--set", "train.name=graph", "--set", "train.cuda_graphs=true",
+                    check=True)
+    assert "train.cuda_graphs on cpu" in captured.stderr
+
+    eager, graph = final_tensors(tmp_path / "runs" / "eager"), final_tensors(tmp_path / "runs" / "graph")
+    assert eager.keys() == graph.keys()
+    # The only difference allowed: fused Adam reads a captured rate as float32, the eager one as float64.
+    for key in eager:
+        assert torch.allclose(eager[key].double(), graph[key].double(), rtol=1e-5, atol=1e-6), key
+    rows = {"eager": [], "graph": []}
+    for name in rows:
+        rows[name] = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows["graph"] if "loss/critic" in r]
+    assert len(logged) == 6 and all("grad_norm/critic" in r and "grad_norm/generator" in r for r in logged)
+    for mine, theirs in zip(logged, [r for r in rows["eager"] if "loss/critic" in r]):
+        assert mine["lr/generator"] == theirs["lr/generator"]
+        assert mine["grad_norm/generator"] == pytest.approx(theirs["grad_norm/generator"], rel=1e-4)
+        assert mine["loss/critic"] == pytest.approx(theirs["loss/critic"], rel=1e-4)
+    # A resume of a graph run (its saved rates were device tensors) continues like any other.
+    cgan("run", "--resume", str(tmp_path / "runs" / "graph"), "--set", "train.steps=8", check=True)
+    assert checkpoint.saved_steps(tmp_path / "runs" / "graph" / "checkpoints")[-1][0] == 8
+
+
+class HostReads(TorchDispatchMode):
+    """Records every operation that hands a tensor's value to the host: on a GPU, a wait for the device,
+    which a CUDA graph cannot hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+                    torch.ops.aten.equal.default):
+            self.seen.append(str(func))
+        if func is torch.ops.aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1]):
+            self.seen.append("boolean mask indexing")
+        return func(*args, **kwargs)
+
+
+def built_step(tiny_recipe: Path, stabilizers: str) -> tuple[AdversarialStep, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The real step of a recipe, built as `cgan run` builds it, and one batch per critic update."""
+    tiny_recipe.write_text(tiny_recipe.read_text() + stabilizers)
+    registry = plugins.registry()
+    recipe = load(tiny_recipe, [], registry)
+    torch.manual_seed(0)
+    models = build_models(recipe, registry)
+    for stabilizer in models.stabilizers:
+        stabilizer.setup(models.generator, models.critic, recipe.train.steps)
+    device, context = torch.device("cpu"), distributed.Context()
+    optimizers = build_optimizers(models.generator, models.critic, recipe.optim, device)
+    for optimizer in optimizers.values():  # as the captured step holds them
+        optimizer.param_groups[0]["lr"] = torch.tensor(2e-4)
+    scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
+    step = AdversarialStep(models, models.generator, models.critic, optimizers, scalers,
+                           NonFiniteLosses(device, context), torch.autocast("cpu", enabled=False), 1, context)
+    batch = (torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
+    return step, [batch]
+
+
+def state_tensors(step: AdversarialStep) -> dict[str, torch.Tensor]:
+    """Everything a step changes and the next one reads: it must stay where it is."""
+    found = {f"generator.{k}": v for k, v in step.models.generator.state_dict(keep_vars=True).items()}
+    found.update({f"critic.{k}": v for k, v in step.models.critic.state_dict(keep_vars=True).items()})
+    for name, optimizer in step.optimizers.items():
+        for i, state in enumerate(optimizer.state.values()):
+            found.update({f"optim.{name}.{i}.{k}": v for k, v in state.items()})
+        found[f"optim.{name}.lr"] = optimizer.param_groups[0]["lr"]
+    for i, stabilizer in enumerate(step.models.stabilizers):
+        average = stabilizer.eval_generator()
+        if average is not None:
+            found.update({f"stabilizers.{i}.{k}": v for k, v in average.state_dict(keep_vars=True).items()})
+    found.update({f"nonfinite.{k}": v for k, v in vars(step.nonfinite).items() if isinstance(v, torch.Tensor)})
+    return found
+
+
+def test_the_step_never_waits_for_the_device_and_keeps_its_state_in_place(tiny_recipe):
+    step, batches = built_step(tiny_recipe, CAPTURABLE)
+    number = torch.tensor(1)
+    step(batches, number)  # the first step creates Adam's state and the average
+    before = {k: (v.data_ptr(), v.clone()) for k, v in state_tensors(step).items()}
+    with HostReads() as reads:
+        for n in (2, 3, 4):
+            number.fill_(n)
+            step(batches, number)
+    assert reads.seen == []
+    after = state_tensors(step)
+    assert after.keys() == before.keys()
+    moved = [k for k, (address, _) in before.items() if after[k].data_ptr() != address]
+    assert moved == []
+    # ...and it did change: weights, moments, the average, the step counters.
+    changed = {k.split(".")[0] for k, (_, value) in before.items() if not torch.equal(value, after[k])}
+    assert {"generator", "critic", "optim", "stabilizers"} <= changed
+
+
+def test_the_history_buffer_reads_the_host_and_is_refused(tiny_recipe):
+    # The check above can fail: the history buffer's host-side draws are seen.
+    step, batches = built_step(tiny_recipe, '[[stabilizers]]\ntype = "history_buffer"\nsize = 1\n')
+    step(batches, torch.tensor(1))
+    with HostReads() as reads:
+        step(batches, torch.tensor(2))
+    assert "aten._local_scalar_dense.default" in reads.seen
+    result = cgan("run", str(tiny_recipe), "--set", "train.cuda_graphs=true")
+    one_error(result, "train.cuda_graphs", 'stabilizers[0] ("history_buffer")', "cuda_graphs = false")
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("train.precision=fp16", 'train.precision = "fp16"'),
+    ("train.compile=reduce-overhead", 'train.compile = "reduce-overhead"'),
+])
+def test_what_cannot_be_captured_is_refused_in_one_line(tiny_recipe, tmp_path, setting, fragment):
+    result = cgan("run", str(tiny_recipe), "--set", "train.cuda_graphs=true", "--set", setting)
+    one_error(result, "train.cuda_graphs = true", fragment)
+    assert not (tmp_path / "runs" / "tiny").exists()  # nothing left behind to push the rerun to tiny-2
