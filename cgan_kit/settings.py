@@ -46,7 +46,8 @@ class TrainSettings:
             run at the next log step, sample or checkpoint (keeping the last good checkpoint),
             "skip" trains on and logs the count.
         precision: "fp32", "bf16" or "fp16" autocast for the forward passes (fp16 with gradient
-            scaling); "auto" is bf16 on CUDA GPUs that support it and fp32 on the CPU.
+            scaling); "auto" is bf16 where the hardware computes it (CUDA GPUs that support it, CPUs
+            with AVX512-BF16 or AMX) and fp32 elsewhere.
         channels_last: Keep images and convolution weights in channels-last memory layout (faster
             convolutions on recent GPUs with bf16/fp16).
         compile: torch.compile the networks' forward passes: false, "default", "max-autotune" or

@@ -43,6 +43,7 @@ sample_every = 3
 checkpoint_every = 3
 eval_every = 3
 eval_images = 8
+precision = "fp32"  # tests compare runs to 1e-5; "auto" is bf16 on CPUs with hardware bf16
 """
 
 

@@ -68,9 +68,8 @@ def test_the_capture_ready_step_trains_like_the_eager_loop(tiny_recipe, tmp_path
     # The only difference allowed: fused Adam reads a captured rate as float32, the eager one as float64.
     for key in eager:
         assert torch.allclose(eager[key].double(), graph[key].double(), rtol=1e-5, atol=1e-6), key
-    rows = {"eager": [], "graph": []}
-    for name in rows:
-        rows[name] = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+    rows = {name: [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("eager", "graph")}
     logged = [r for r in rows["graph"] if "loss/critic" in r]
     assert len(logged) == 6 and all("grad_norm/critic" in r and "grad_norm/generator" in r for r in logged)
     for mine, theirs in zip(logged, [r for r in rows["eager"] if "loss/critic" in r]):
