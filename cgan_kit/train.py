@@ -1,8 +1,10 @@
 """``cgan run``: the adversarial training loop.
 
 Each iteration updates the critic on real and generated pairs, then the generator against the
-critic plus the reconstruction losses. Everything else (data, networks, losses, stabilizers)
-comes from the recipe through the registries; this file knows no architecture.
+critic plus the reconstruction losses (``step.AdversarialStep``, replayed as a CUDA graph under
+``train.cuda_graphs``). This file runs the iterations and everything around them: data, learning
+rates, logs, samples, evaluation, checkpoints, resume and interruption. Everything else (networks,
+losses, stabilizers) comes from the recipe through the registries; it knows no architecture.
 """
 
 from __future__ import annotations
