@@ -370,8 +370,8 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
     """Translate images with a trained generator.
 
     RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names) or a
-    .safetensors checkpoint; the generator and its channels come from the recipe saved inside it. INPUT is image files or
-    folders (every image directly inside, in natural order). Images of any size are translated
+    .safetensors checkpoint; the generator and its channels come from the recipe saved inside it.
+    INPUT is image files or folders (every image directly inside, in natural order). Images of any size are translated
     at their own size; they are converted to the channels the generator takes, and the outputs
     are 8-bit PNGs, or 16-bit PNGs for 16-bit inputs.
     """

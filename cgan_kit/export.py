@@ -53,7 +53,8 @@ def _quiet():
     return stack
 
 
-def _torchscript(generator: torch.nn.Module, example: torch.Tensor, tmp: Path, check: torch.Tensor) -> tuple[torch.Tensor, str]:
+def _torchscript(generator: torch.nn.Module, example: torch.Tensor, tmp: Path,
+                 check: torch.Tensor) -> tuple[torch.Tensor, str]:
     with _quiet():
         traced = torch.jit.trace(generator, example, check_trace=False)
         torch.jit.save(traced, str(tmp))
@@ -62,7 +63,8 @@ def _torchscript(generator: torch.nn.Module, example: torch.Tensor, tmp: Path, c
             return reloaded(check), "torch.jit.load"
 
 
-def _onnx(generator: torch.nn.Module, example: torch.Tensor, tmp: Path, check: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+def _onnx(generator: torch.nn.Module, example: torch.Tensor, tmp: Path,
+          check: torch.Tensor) -> tuple[torch.Tensor | None, str]:
     import onnx
 
     try:
@@ -107,7 +109,8 @@ def export(target: str | Path, fmt: Format, out: str | Path, size: tuple[int, in
                             f"{'is' if len(missing) == 1 else 'are'} not installed: {EXPORT_EXTRA}")
     out = Path(out)
     if out.is_dir():
-        raise CganError(f"--out {out} is a folder; name the file to write (e.g. {out / ('generator.' + ('pt' if fmt == 'torchscript' else 'onnx'))})")
+        suffix = "pt" if fmt == "torchscript" else "onnx"
+        raise CganError(f"--out {out} is a folder; name the file to write (e.g. {out / ('generator.' + suffix)})")
     if not out.parent.is_dir():
         raise CganError(f"--out {out}: the folder {out.parent} does not exist")
     loaded = load_generator(target, ema=ema, device="cpu", which=which)

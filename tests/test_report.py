@@ -29,7 +29,8 @@ def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     recipe = folder / "tiny.toml"
     recipe.write_text(TINY_RECIPE.replace("steps = 6", "steps = 8").replace("sample_every = 3", "sample_every = 2")
-                      .replace("eval_every = 3", "eval_every = 2").replace("checkpoint_every = 3", "checkpoint_every = 4")
+                      .replace("eval_every = 3", "eval_every = 2")
+                      .replace("checkpoint_every = 3", "checkpoint_every = 4")
                       + f'out_dir = "{(folder / "runs").as_posix()}"\nbest_metric = "l1"\nkeep_checkpoints = 5\n')
     cgan_one_thread("run", str(recipe), check=True)
     return folder / "runs" / "tiny"

@@ -213,7 +213,8 @@ def test_real_photos_through_a_facades_checkpoint_keep_their_size(tmp_path_facto
 def test_bad_inputs_and_checkpoints_are_one_line_errors(run, inputs, tmp_path):
     single, folder = inputs
     out = str(tmp_path / "out")
-    one_error(invoke("translate", str(run), str(tmp_path / "missing.png"), "--out", out), "missing.png", "does not exist")
+    one_error(invoke("translate", str(run), str(tmp_path / "missing.png"), "--out", out),
+              "missing.png", "does not exist")
     (tmp_path / "empty").mkdir()
     one_error(invoke("translate", str(run), str(tmp_path / "empty"), "--out", out), "empty", "holds no images")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
