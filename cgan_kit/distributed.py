@@ -12,7 +12,7 @@ Only rank 0 writes: logs, samples, evaluations and checkpoints.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,11 +21,13 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Context:
-    """Where this process stands: its rank among ``world`` processes (1 without torchrun)."""
+    """Where this process stands: its rank among ``world`` processes (1 without torchrun).
+    ``host_group`` carries votes between the processes' host loops (gloo); None: the default group."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    host_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def main(self) -> bool:
@@ -56,7 +58,10 @@ def start() -> tuple[Context, torch.device | None]:
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Context(rank, world, local_rank), device
+    # NCCL reduces device tensors: reading the result would wait for every kernel queued before it.
+    # Votes on host facts (a stop request) go through gloo on CPU tensors instead.
+    host_group = dist.new_group(backend="gloo") if use_cuda else None
+    return Context(rank, world, local_rank, host_group), device
 
 
 def stop(context: Context) -> None:
@@ -111,15 +116,11 @@ def device_max(value: torch.Tensor, context: Context) -> torch.Tensor:
     return value
 
 
-def everywhere(flag: bool, context: Context, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every process, so that all of them act alike (stop, skip)."""
+def anywhere(flag: bool, context: Context) -> bool:
+    """Whether a host-side ``flag`` holds on at least one process (a stop request seen by one of
+    them), so that all of them act alike. Voted on the host: asking never waits for a GPU."""
     if not context.active:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
-
-
-def anywhere(flag: bool, context: Context, device: torch.device) -> bool:
-    """Whether ``flag`` holds on at least one process (a stop request seen by one of them)."""
-    return not everywhere(not flag, context, device)
+    vote = torch.tensor([int(flag)])
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=context.host_group)
+    return bool(vote.item())

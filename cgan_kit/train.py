@@ -460,7 +460,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
 
     started = time.perf_counter()
     with StopRequests() as stop:
-        while step < stop_at and not distributed.anywhere(stop.requested, context, device):
+        while step < stop_at and not distributed.anywhere(stop.requested, context):
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
             rates = {name: base_lr[name] * lr_factor(opt.schedule, step, cfg.steps, opt.decay_start)
                      for name in optimizers}
