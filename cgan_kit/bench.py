@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cgan_kit import __version__, allocator, cuda_graph, plugins
 from cgan_kit.build import build_dataset, build_models
 from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, train_loader
+from cgan_kit.errors import CganError
 from cgan_kit.recipe import load
 from cgan_kit.step import build_optimizers
 from cgan_kit.train import cpu_native_bf16, pick_device, resolve_precision, train
@@ -85,7 +86,7 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     opt_g, opt_c = optimizers["generator"], optimizers["critic"]
     dtype = resolve_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
-                              cache_enabled=not cfg.cuda_graphs)
+                              cache_enabled=not (cfg.cuda_graphs and device.type == "cuda"))
     train_set = build_dataset(recipe, registry, "train", augment=True)
     if cfg.data_cache == "device":  # fed as the real loop feeds itself
         feed = DeviceCache(train_set, device).batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed))
@@ -159,6 +160,9 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
     always running on a warmer (or hotter) machine than the other."""
     recipe = load(recipe_path, overrides)
     device = pick_device(recipe.train.device)
+    if recipe.train.cuda_graphs and device.type == "cuda" and steps <= cuda_graph.WARMUP_STEPS:
+        raise CganError(f"--steps {steps} with train.cuda_graphs = true: use at least {cuda_graph.WARMUP_STEPS + 1}, "
+                        "so that the step is captured during the warm-up steps, not timed with them")
     kept_heap = device.type == "cpu" and allocator.keep_freed_memory()  # as `cgan run` does, process-wide
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -80,15 +80,15 @@ class Stabilizer:
     def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
         """Called once after the models are built and before the optimizers exist."""
 
-    def targets(self, real_target: Tensor, fake_target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
         """Change the labels the critic is trained toward (smoothing, flipping)."""
         return real_target, fake_target
 
-    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
         """Change what the critic sees in its own step (noise, a pool of past fakes)."""
         return real_pair, fake_pair
 
-    def after_generator_step(self, generator: nn.Module, step: int) -> None:
+    def after_generator_step(self, generator: nn.Module, step: int | Tensor) -> None:
         """Called after every generator update (a moving average updates here)."""
 
     def eval_generator(self) -> nn.Module | None:

@@ -15,7 +15,8 @@ recorded, on exactly the memory it recorded; so, for the captured iteration:
 The first steps run eagerly on the capture stream (cuDNN picks its algorithms, Adam creates its
 state); the graph is captured at the next step and replayed from then on. On a device without
 CUDA graphs the same static-buffer step runs each time without capture, so a recipe stays
-portable and the CPU tests run everything but the capture itself.
+portable. The CPU tests run that step; the side-stream warm-up, the capture and the replays
+themselves run only on a GPU.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ class CapturedStep:
         replay: the tensors its capture returned, now holding this step's values)."""
         if self.inputs is None:
             self.inputs = [(torch.empty_like(inputs), torch.empty_like(targets)) for inputs, targets in batches]
+        for static, batch in zip(self.inputs, batches):
+            if [t.shape for t in static] != [t.shape for t in batch]:  # copy_ would broadcast or fail obscurely
+                raise CganError(f"{KEY} = true: a batch of shape {tuple(batch[0].shape)} after batches of "
+                                f"{tuple(static[0].shape)}; a captured step takes one shape: make the dataset "
+                                "give one image size, or set cuda_graphs = false")
         for (static_inputs, static_targets), (inputs, targets) in zip(self.inputs, batches):
             static_inputs.copy_(inputs, non_blocking=True)
             static_targets.copy_(targets, non_blocking=True)
@@ -108,11 +114,23 @@ class CapturedStep:
     def _capture(self, number: int) -> Any:
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
-                group["capturable"] = True  # only checked by Adam under capture; the fused kernel is the same
-        self.graph = torch.cuda.CUDAGraph()
-        # "thread_local": a DataLoader's pin-memory thread may call CUDA while this thread captures.
-        with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
-            self.result = self.step(self.inputs, self.number)
+                # Adam's capture check wants it; the fused kernel is the same. Adam also warns when a
+                # capturable group steps uncaptured, which never happens: from here on it only replays.
+                group["capturable"] = True
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # "thread_local": a DataLoader's pin-memory thread may call CUDA while this thread captures.
+            # A compiled network that recompiled here would make host calls the capture cannot hold: the
+            # warm-up steps must have compiled every variant, so a recompile is an error, not a surprise.
+            with torch._dynamo.config.patch(error_on_recompile=True), \
+                    torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                self.result = self.step(self.inputs, self.number)
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CganError(f"{KEY} = true: the training step could not be captured as a CUDA graph "
+                            f"({first_line}); a network, loss or stabilizer waits for the device or "
+                            "recompiles; set cuda_graphs = false (run with --debug for the trace)") from error
+        self.graph = graph
         self.graph.replay()  # capture records the work without doing it
         self.announce(f"captured the training step as a CUDA graph at step {number}; replaying it from here")
         return self.result

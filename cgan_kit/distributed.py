@@ -22,7 +22,7 @@ import torch.distributed as dist
 @dataclass(frozen=True)
 class Context:
     """Where this process stands: its rank among ``world`` processes (1 without torchrun).
-    ``host_group`` carries votes between the processes' host loops (gloo); None: the default group."""
+    ``host_group`` is the gloo group the processes' host loops vote in (None in a single process)."""
 
     rank: int = 0
     world: int = 1
@@ -59,8 +59,9 @@ def start() -> tuple[Context, torch.device | None]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     # NCCL reduces device tensors: reading the result would wait for every kernel queued before it.
-    # Votes on host facts (a stop request) go through gloo on CPU tensors instead.
-    host_group = dist.new_group(backend="gloo") if use_cuda else None
+    # Votes on host facts (a stop request) go through a gloo group of their own on CPU tensors instead
+    # (made under gloo too, so that the CPU tests take the same path).
+    host_group = dist.new_group(backend="gloo")
     return Context(rank, world, local_rank, host_group), device
 
 

@@ -1,9 +1,10 @@
 """`train.cuda_graphs`: what a captured step relies on, checked on the CPU.
 
-Capture itself needs a GPU. What it relies on does not, and is tested here through the real
-loop and the real step: the static-buffer step trains exactly like the eager one (so a replay,
-which repeats the same work on the same memory, does too); nothing in the step waits for the
-device; every piece of state is updated in place; and what cannot be captured is refused.
+Capture itself needs a GPU, and no test here replays a graph. What a replay relies on is tested
+through the real loop and the real step: the static-buffer step trains exactly like the eager one;
+nothing in the step waits for the device or takes data from the host (a replay drops all host
+work); every piece of state is updated in place (a replay repeats the same work on the same
+memory); and what cannot be captured is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cgan_kit import checkpoint, distributed, plugins
 from cgan_kit.build import build_models
+from cgan_kit.cuda_graph import CapturedStep
+from cgan_kit.errors import CganError
 from cgan_kit.recipe import load
 from cgan_kit.step import AdversarialStep, NonFiniteLosses, build_optimizers
 from conftest import cgan, one_error
@@ -82,8 +85,8 @@ def test_the_capture_ready_step_trains_like_the_eager_loop(tiny_recipe, tmp_path
 
 
 class HostReads(TorchDispatchMode):
-    """Records every operation that hands a tensor's value to the host: on a GPU, a wait for the device,
-    which a CUDA graph cannot hold."""
+    """Records every operation that hands a tensor's value to the host (on a GPU, a wait for the device)
+    or makes a tensor from host data (a copy from pageable memory): a CUDA graph can hold neither."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +97,8 @@ class HostReads(TorchDispatchMode):
         if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
                     torch.ops.aten.equal.default):
             self.seen.append(str(func))
+        if func is torch.ops.aten.lift_fresh.default:  # torch.tensor(host data): a host-to-device copy on a GPU
+            self.seen.append("a tensor made from host data")
         if func is torch.ops.aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1]):
             self.seen.append("boolean mask indexing")
         return func(*args, **kwargs)
@@ -173,3 +178,18 @@ def test_what_cannot_be_captured_is_refused_in_one_line(tiny_recipe, tmp_path, s
     result = cgan("run", str(tiny_recipe), "--set", "train.cuda_graphs=true", "--set", setting)
     one_error(result, "train.cuda_graphs = true", fragment)
     assert not (tmp_path / "runs" / "tiny").exists()  # nothing left behind to push the rerun to tiny-2
+
+
+def test_a_batch_of_another_shape_is_named_not_broadcast():
+    """The static buffers take the first batch's shape; copy_ would silently broadcast a batch of 1."""
+    model = torch.nn.Linear(4, 4)
+    optimizers = {"model": torch.optim.Adam(model.parameters(), lr=1e-3)}
+
+    def step(batches, number):
+        return model(batches[0][0]).sum()
+
+    captured = CapturedStep(step, optimizers, torch.device("cpu"))
+    captured([(torch.ones(2, 4), torch.ones(2, 4))], 1)
+    with pytest.raises(CganError, match=r"train.cuda_graphs = true: a batch of shape \(1, 4\) after batches of "
+                                        r"\(2, 4\)"):
+        captured([(torch.ones(1, 4), torch.ones(1, 4))], 2)

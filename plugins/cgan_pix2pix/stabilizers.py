@@ -32,7 +32,7 @@ class LabelSmoothing(Stabilizer):
     def __init__(self, real: float | list[float], fake: float):
         self.real, self.fake = real, fake
 
-    def targets(self, real_target: Tensor, fake_target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(self.real, list):  # a fresh uniform draw per patch
             low, high = self.real
             real_target = torch.empty_like(real_target).uniform_(low, high)
