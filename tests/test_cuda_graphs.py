@@ -84,6 +84,23 @@ def test_the_capture_ready_step_trains_like_the_eager_loop(tiny_recipe, tmp_path
     assert checkpoint.saved_steps(tmp_path / "runs" / "graph" / "checkpoints")[-1][0] == 8
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="capturing and replaying a CUDA graph needs a GPU")
+@pytest.mark.parametrize("compiled", ["false", '"default"'])
+def test_a_replayed_graph_trains_like_the_eager_loop_on_a_gpu(tiny_recipe, tmp_path, compiled):
+    """The replay itself, where there is a GPU: captured at step 4, then the same weights as eager up to
+    kernel rounding (cuDNN may choose other algorithms in another process)."""
+    tiny_recipe.write_text(tiny_recipe.read_text() + CAPTURABLE)
+    common = ["--set", "train.device=cuda", "--set", "train.steps=10", "--set", f"train.compile={compiled}",
+              "--set", "optim.schedule=linear_decay", "--set", "optim.decay_start=0.0", "--set", "train.log_every=1"]
+    cgan("run", str(tiny_recipe), *common, "--set", "train.name=eager", check=True, timeout=600)
+    captured = cgan("run", str(tiny_recipe), *common, "--set", "train.name=graph", "--set", "train.cuda_graphs=true",
+                    check=True, timeout=600)
+    assert "captured the training step as a CUDA graph at step 4" in captured.stderr, captured.stderr
+    eager, graph = final_tensors(tmp_path / "runs" / "eager"), final_tensors(tmp_path / "runs" / "graph")
+    for key in eager:
+        torch.testing.assert_close(graph[key].double(), eager[key].double(), rtol=1e-3, atol=1e-5, msg=key)
+
+
 class HostReads(TorchDispatchMode):
     """Records every operation that hands a tensor's value to the host (on a GPU, a wait for the device)
     or makes a tensor from host data (a copy from pageable memory): a CUDA graph can hold neither."""
