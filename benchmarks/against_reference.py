@@ -74,12 +74,13 @@ def run_cgan(args: argparse.Namespace, folder: Path, precision: str, steps: int)
         sys.exit(f"cgan run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     rows = [json.loads(line) for line in (folder / precision / "metrics.jsonl").read_text().splitlines()]
     timed = [(row["step"], row["speed/images_per_s"]) for row in rows if "speed/images_per_s" in row]
-    seconds, previous = [], 0
-    for step, rate in timed:  # each logged rate covers the steps since the previous log line
-        seconds.append((step - previous) / rate)
+    seconds, per_step, previous = 0.0, [], 0
+    for step, rate in timed:  # each logged rate (batch 1) covers the steps since the previous log line
+        seconds += (step - previous) / rate
+        per_step.append(1 / rate)
         previous = step
-    return {"steps": previous, "steady_s_per_step": statistics.median(s / log_every for s in seconds[1:] or seconds),
-            "overall_s_per_step": sum(seconds) / previous, "wall_s": wall}
+    return {"steps": previous, "steady_s_per_step": statistics.median(per_step[1:] or per_step),
+            "overall_s_per_step": seconds / previous, "wall_s": wall}
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     opt_g, opt_c = optimizers["generator"], optimizers["critic"]
     dtype = resolve_precision(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
-                              cache_enabled=not (cfg.cuda_graphs and device.type == "cuda"))
+                              cache_enabled=not cuda_graph.captures(cfg.cuda_graphs, device))
     train_set = build_dataset(recipe, registry, "train", augment=True)
     if cfg.data_cache == "device":  # fed as the real loop feeds itself
         feed = DeviceCache(train_set, device).batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed))
@@ -160,7 +160,7 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
     always running on a warmer (or hotter) machine than the other."""
     recipe = load(recipe_path, overrides)
     device = pick_device(recipe.train.device)
-    if recipe.train.cuda_graphs and device.type == "cuda" and steps <= cuda_graph.WARMUP_STEPS:
+    if cuda_graph.captures(recipe.train.cuda_graphs, device) and steps <= cuda_graph.WARMUP_STEPS:
         raise CganError(f"--steps {steps} with train.cuda_graphs = true: use at least {cuda_graph.WARMUP_STEPS + 1}, "
                         "so that the step is captured during the warm-up steps, not timed with them")
     kept_heap = device.type == "cpu" and allocator.keep_freed_memory()  # as `cgan run` does, process-wide

@@ -54,6 +54,12 @@ def check_capturable(recipe: Recipe, models: Models, amp_dtype: torch.dtype | No
                         "gradients across GPUs; train on one GPU, or set cuda_graphs = false")
 
 
+def captures(cuda_graphs: bool, device: torch.device) -> bool:
+    """Whether a run with this ``train.cuda_graphs`` on ``device`` really captures a graph (CUDA
+    only; elsewhere the same step runs uncaptured)."""
+    return cuda_graphs and device.type == "cuda"
+
+
 def compile_mode(mode: str, device: torch.device) -> str:
     """The torch.compile mode to use inside a captured step: "max-autotune" would capture graphs
     of its own, which cannot nest in ours."""
@@ -89,9 +95,8 @@ class CapturedStep:
                 raise CganError(f"{KEY} = true: a batch of shape {tuple(batch[0].shape)} after batches of "
                                 f"{tuple(static[0].shape)}; a captured step takes one shape: make the dataset "
                                 "give one image size, or set cuda_graphs = false")
-        for (static_inputs, static_targets), (inputs, targets) in zip(self.inputs, batches):
-            static_inputs.copy_(inputs, non_blocking=True)
-            static_targets.copy_(targets, non_blocking=True)
+            for buffer, tensor in zip(static, batch):
+                buffer.copy_(tensor, non_blocking=True)
         self.number.fill_(number)
         if self.stream is None:
             return self.step(self.inputs, self.number)

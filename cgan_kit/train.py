@@ -399,7 +399,7 @@ def _train_run(registry: Any, context: distributed.Context, device: torch.device
         run_generator, run_critic = generator, critic
     # A captured step must recompute its weight casts at every replay, not cache them across it.
     autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
-                              cache_enabled=not (cfg.cuda_graphs and device.type == "cuda"))
+                              cache_enabled=not cuda_graph.captures(cfg.cuda_graphs, device))
 
     if cfg.data_cache == "device":  # decoded once, augmented where the model runs
         check_batch_fits(train_set, cfg.batch_size, context.world)
