@@ -32,9 +32,10 @@ VARIANTS = {  # name: (fused Adam, keep freed memory)
 
 def child(size: int, fused: bool, keep: bool, steps: int) -> float:
     """ms per step of one variant, in this (fresh) process."""
-    from cgan_kit import allocator, plugins
-    from cgan_kit.build import build_models
-    from cgan_kit.recipe import load
+    from cgan_kit.training import allocator
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.config.build import build_models
+    from cgan_kit.config.recipe import load
 
     if keep:
         assert allocator.keep_freed_memory()
@@ -44,7 +45,7 @@ def child(size: int, fused: bool, keep: bool, steps: int) -> float:
     recipe = load(str(ROOT / "recipes" / "pix2pix_facades.toml"), overrides, registry)
     torch.manual_seed(0)
     models = build_models(recipe, registry)
-    generator, critic = models.generator, models.critic
+    generator, critic = models.networks["generator"], models.networks["critic"]
     opt_g = torch.optim.Adam(generator.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
     opt_c = torch.optim.Adam(critic.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
     inputs, targets = torch.randn(1, 3, size, size), torch.randn(1, 3, size, size)
@@ -87,7 +88,7 @@ def main() -> None:
         print(child(size, bool(fused), bool(keep), args.steps))
         return
 
-    from cgan_kit.bench import _cpu_model
+    from cgan_kit.training.bench import _cpu_model
 
     rows = []
     for size in args.sizes:

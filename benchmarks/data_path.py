@@ -40,11 +40,11 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from cgan_kit import plugins
-    from cgan_kit.bench import _cpu_model
-    from cgan_kit.build import build_dataset
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.training.bench import _cpu_model
+    from cgan_kit.config.build import build_dataset
     from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, train_loader
-    from cgan_kit.recipe import load
+    from cgan_kit.config.recipe import load
 
     registry = plugins.registry()
     recipe = load(ROOT / "recipes" / "pix2pix_facades.toml", [f"data.root={json.dumps(args.data)}"], registry)

@@ -30,9 +30,9 @@ def constant_baselines(data: str) -> dict[str, float]:
     anything about the input (the per-pixel median of the training photos is L1's best constant)."""
     import torch
 
-    from cgan_kit import plugins
-    from cgan_kit.build import build_dataset
-    from cgan_kit.recipe import load
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.config.build import build_dataset
+    from cgan_kit.config.recipe import load
 
     registry = plugins.registry()
     recipe = load(ROOT / "recipes" / "pix2pix_facades.toml",

@@ -34,7 +34,7 @@ def main() -> int:
     import torch
 
     from cgan_kit.errors import CganError
-    from cgan_kit.metrics import reference_fid
+    from cgan_kit.outputs.metrics import reference_fid
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()

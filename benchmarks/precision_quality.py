@@ -51,8 +51,8 @@ def main() -> None:
 
     import torch
 
-    from cgan_kit.bench import _cpu_model
-    from cgan_kit.train import cpu_native_bf16
+    from cgan_kit.training.bench import _cpu_model
+    from cgan_kit.device import cpu_native_bf16
 
     runs = []
     with tempfile.TemporaryDirectory() as folder:

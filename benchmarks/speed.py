@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cgan_kit.train import cpu_native_bf16
+from cgan_kit.device import cpu_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "pix2pix_facades.toml"

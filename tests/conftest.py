@@ -87,3 +87,33 @@ def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_RECIPE + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast tier: `pytest -m "not slow"` runs what needs no subprocess, venv, browser or real data.
+
+SLOW_SIGNS = ("cgan(", "cgan_one_thread(", "subprocess", "Env(", "webdriver", "FACADES", "torchrun")
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    """A test is slow if it, or a fixture it uses, starts `cgan` processes, a virtual environment
+    or a browser, or reads the facades data (marked by what its source does, so it stays right)."""
+    import inspect
+
+    functions = [getattr(item, "function", None)]
+    for definitions in getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values():
+        functions.extend(definition.func for definition in definitions)
+    for function in functions:
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        if any(sign in source for sign in SLOW_SIGNS):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slow" not in item.keywords and _is_slow(item):
+            item.add_marker(pytest.mark.slow)

@@ -11,7 +11,7 @@ import pytest
 
 PROBE = """
 import sys
-from cgan_kit.allocator import keep_freed_memory
+from cgan_kit.training.allocator import keep_freed_memory
 import torch
 
 def resident_mb():

@@ -36,9 +36,9 @@ def test_bench_runs_both_loops_capture_ready(tiny_recipe):
 @pytest.mark.skipif(not FACADES.is_dir(), reason=f"the facades set is not at {FACADES} (set CGAN_FACADES)")
 def test_the_papers_step_is_counted_at_87_gflop_at_batch_1():
     # The issue's own count for the paper's nets at 256 px: about 87 GFLOP per training step.
-    from cgan_kit import plugins
-    from cgan_kit.bench import step_gflop
-    from cgan_kit.recipe import load
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.training.bench import step_gflop
+    from cgan_kit.config.recipe import load
 
     registry = plugins.registry()
     recipe = load(ROOT / "recipes" / "pix2pix_facades.toml", [f"data.root={json.dumps(str(FACADES))}"], registry)

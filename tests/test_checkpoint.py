@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cgan_kit import checkpoint
+from cgan_kit.runs import checkpoint
 from cgan_kit.errors import CganError
 from conftest import ROOT, TINY_RECIPE
 from conftest import cgan_one_thread as cgan
@@ -242,7 +242,7 @@ FILE_SIZE_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
 import torch
-from cgan_kit import checkpoint
+from cgan_kit.runs import checkpoint
 from cgan_kit.errors import CganError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit then fails with EFBIG

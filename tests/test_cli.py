@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from cgan_kit import plugins
+from cgan_kit.plugin_api import plugins
 from conftest import FACADES, ROOT, TINY_RECIPE, cgan
 
-KINDS = ("generators", "critics", "losses", "norms", "activations", "stabilizers", "datasets")
+KINDS = ("methods", "generators", "critics", "losses", "norms", "activations", "stabilizers", "datasets")
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 
 
@@ -24,7 +24,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_help_is_fast_and_does_not_import_torch():
-    code = "import sys; from cgan_kit.cli import cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys; from cgan_kit.cli.main import cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
     started = time.perf_counter()
     result = cgan("--help", check=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from cgan_kit import plugins
-from cgan_kit.params import params_of, parse_docstring
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu
 from cgan_pix2pix.critics import multiscale_patchgan, patchgan, pixelgan
 from cgan_pix2pix.norms import batch, instance, none, spectral

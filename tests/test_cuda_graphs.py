@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cgan_kit import checkpoint, distributed, plugins
-from cgan_kit.build import build_models
-from cgan_kit.cuda_graph import CapturedStep
+from cgan_kit.runs import checkpoint
+from cgan_kit.training import distributed
+from cgan_kit.plugin_api import plugins
+from cgan_kit.config.build import build_models
+from cgan_kit.training.cuda_graph import CapturedStep
 from cgan_kit.errors import CganError
-from cgan_kit.recipe import load
-from cgan_kit.step import AdversarialStep, NonFiniteLosses, build_optimizers
+from cgan_kit.config.recipe import load
+from cgan_kit.training.kit import Kit
+from cgan_kit.training.updates import NonFiniteLosses, build_optimizers
 from conftest import cgan, one_error
 
 # Every capturable built-in stabilizer, with the step-dependent settings that a frozen step
@@ -121,53 +125,54 @@ class HostReads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def built_step(tiny_recipe: Path, stabilizers: str) -> tuple[AdversarialStep, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """The real step of a recipe, built as `cgan run` builds it, and one batch per critic update."""
+def built_step(tiny_recipe: Path, stabilizers: str) -> tuple[Kit, Any, list[dict[str, torch.Tensor]]]:
+    """The method's real step for a recipe, built as `cgan run` builds it, and one batch per critic update."""
     tiny_recipe.write_text(tiny_recipe.read_text() + stabilizers)
     registry = plugins.registry()
     recipe = load(tiny_recipe, [], registry)
     torch.manual_seed(0)
     models = build_models(recipe, registry)
-    for stabilizer in models.stabilizers:
-        stabilizer.setup(models.generator, models.critic, recipe.train.steps)
+    models.setup_stabilizers(recipe.train.steps)
     device, context = torch.device("cpu"), distributed.Context()
-    optimizers = build_optimizers(models.generator, models.critic, recipe.optim, device)
+    optimizers = build_optimizers(models, recipe.optim, device)
     for optimizer in optimizers.values():  # as the captured step holds them
         optimizer.param_groups[0]["lr"] = torch.tensor(2e-4)
     scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
-    step = AdversarialStep(models, models.generator, models.critic, optimizers, scalers,
-                           NonFiniteLosses(device, context), torch.autocast("cpu", enabled=False), 1, context)
-    batch = (torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
-    return step, [batch]
+    kit = Kit(models, models.networks, optimizers, scalers, NonFiniteLosses(device, context, tuple(optimizers)),
+              torch.autocast("cpu", enabled=False), 1, context)
+    models.method.setup(kit)
+    batch = {"input": torch.rand(2, 3, 32, 32) * 2 - 1, "target": torch.rand(2, 3, 32, 32) * 2 - 1}
+    return kit, models.method.train_step, [batch]
 
 
-def state_tensors(step: AdversarialStep) -> dict[str, torch.Tensor]:
+def state_tensors(kit: Kit) -> dict[str, torch.Tensor]:
     """Everything a step changes and the next one reads: it must stay where it is."""
-    found = {f"generator.{k}": v for k, v in step.models.generator.state_dict(keep_vars=True).items()}
-    found.update({f"critic.{k}": v for k, v in step.models.critic.state_dict(keep_vars=True).items()})
-    for name, optimizer in step.optimizers.items():
+    found = {}
+    for role, network in kit.networks.items():
+        found.update({f"{role}.{k}": v for k, v in network.state_dict(keep_vars=True).items()})
+    for name, optimizer in kit.optimizers.items():
         for i, state in enumerate(optimizer.state.values()):
             found.update({f"optim.{name}.{i}.{k}": v for k, v in state.items()})
         found[f"optim.{name}.lr"] = optimizer.param_groups[0]["lr"]
-    for i, stabilizer in enumerate(step.models.stabilizers):
-        average = stabilizer.eval_generator()
+    for i, stabilizer in enumerate(kit.models.stabilizers):
+        average = stabilizer.eval_generator("generator")
         if average is not None:
             found.update({f"stabilizers.{i}.{k}": v for k, v in average.state_dict(keep_vars=True).items()})
-    found.update({f"nonfinite.{k}": v for k, v in vars(step.nonfinite).items() if isinstance(v, torch.Tensor)})
+    found.update({f"nonfinite.{k}": v for k, v in vars(kit.nonfinite).items() if isinstance(v, torch.Tensor)})
     return found
 
 
 def test_the_step_never_waits_for_the_device_and_keeps_its_state_in_place(tiny_recipe):
-    step, batches = built_step(tiny_recipe, CAPTURABLE)
+    kit, step, batches = built_step(tiny_recipe, CAPTURABLE)
     number = torch.tensor(1)
     step(batches, number)  # the first step creates Adam's state and the average
-    before = {k: (v.data_ptr(), v.clone()) for k, v in state_tensors(step).items()}
+    before = {k: (v.data_ptr(), v.clone()) for k, v in state_tensors(kit).items()}
     with HostReads() as reads:
         for n in (2, 3, 4):
             number.fill_(n)
             step(batches, number)
     assert reads.seen == []
-    after = state_tensors(step)
+    after = state_tensors(kit)
     assert after.keys() == before.keys()
     moved = [k for k, (address, _) in before.items() if after[k].data_ptr() != address]
     assert moved == []
@@ -178,7 +183,7 @@ def test_the_step_never_waits_for_the_device_and_keeps_its_state_in_place(tiny_r
 
 def test_the_history_buffer_reads_the_host_and_is_refused(tiny_recipe):
     # The check above can fail: the history buffer's host-side draws are seen.
-    step, batches = built_step(tiny_recipe, '[[stabilizers]]\ntype = "history_buffer"\nsize = 1\n')
+    _, step, batches = built_step(tiny_recipe, '[[stabilizers]]\ntype = "history_buffer"\nsize = 1\n')
     step(batches, torch.tensor(1))
     with HostReads() as reads:
         step(batches, torch.tensor(2))
@@ -203,10 +208,10 @@ def test_a_batch_of_another_shape_is_named_not_broadcast():
     optimizers = {"model": torch.optim.Adam(model.parameters(), lr=1e-3)}
 
     def step(batches, number):
-        return model(batches[0][0]).sum()
+        return model(batches[0]["input"]).sum()
 
     captured = CapturedStep(step, optimizers, torch.device("cpu"))
-    captured([(torch.ones(2, 4), torch.ones(2, 4))], 1)
-    with pytest.raises(CganError, match=r"train.cuda_graphs = true: a batch of shape \(1, 4\) after batches of "
-                                        r"\(2, 4\)"):
-        captured([(torch.ones(1, 4), torch.ones(1, 4))], 2)
+    captured([{"input": torch.ones(2, 4), "target": torch.ones(2, 4)}], 1)
+    with pytest.raises(CganError, match=r"train.cuda_graphs = true: a batch of input shaped \(1, 4\) after batches "
+                                        r"of \(2, 4\)"):
+        captured([{"input": torch.ones(1, 4), "target": torch.ones(1, 4)}], 2)

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cgan_kit import checkpoint, plugins
-from cgan_kit.build import build_dataset
+from cgan_kit.runs import checkpoint
+from cgan_kit.plugin_api import plugins
+from cgan_kit.config.build import build_dataset
 from cgan_kit.data import DeviceCache, EpochBatches, train_loader
-from cgan_kit.recipe import load
+from cgan_kit.config.recipe import load
 from conftest import TINY_RECIPE, cgan_one_thread, one_error
 
 # The tiny recipe's networks and training on real image files: colour pairs of odd sizes, the input

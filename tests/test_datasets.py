@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cgan_kit import plugins
+from cgan_kit.plugin_api import plugins
 from cgan_kit.errors import CganError
-from cgan_kit.params import params_of, parse_docstring
+from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.datasets import aligned, paired_folders, synthetic
 from cgan_kit.images import write_image
 

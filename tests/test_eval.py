@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cgan_kit import metrics
+from cgan_kit.outputs import metrics
 from cgan_kit.errors import CganError
 from conftest import FACADES, ROOT, cgan
 from test_translate import invoke, one_error, trained_facades_run, trained_tiny_run

@@ -35,7 +35,7 @@ def test_torchscript_export_equals_the_ema_generator(run, tmp_path):
         exported = torch.jit.load(str(out))
     x = random_input((1, 3, 32, 32))
     with torch.no_grad():
-        assert (exported(x) - rebuilt_generator(run, "stabilizers.0")(x)).abs().max() <= 1e-4
+        assert (exported(x) - rebuilt_generator(run, "stabilizers.0.generator")(x)).abs().max() <= 1e-4
 
 
 def test_onnx_export_runs_in_onnxruntime_like_pytorch(run, tmp_path):
@@ -56,7 +56,7 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(run, tmp_path):
 
 
 def test_onnx_without_its_extra_names_it(run, tmp_path, monkeypatch):
-    from cgan_kit import export
+    from cgan_kit.inference import export
 
     monkeypatch.setattr(export, "_importable", lambda name: False)
     with pytest.raises(CganError, match=r"pip install 'cgan-kit\[export\]'"):
@@ -72,7 +72,7 @@ def test_export_errors_are_one_line(run, tmp_path):
 
 
 def test_an_export_that_differs_from_pytorch_is_refused(run, tmp_path, monkeypatch):
-    from cgan_kit import export
+    from cgan_kit.inference import export
 
     real = torch.jit.load
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: (lambda x: real(*a, **k)(x) + 1e-3))

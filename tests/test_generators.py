@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgan_kit import plugins
-from cgan_kit.params import params_of, parse_docstring
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu, relu
 from cgan_pix2pix.generators import resnet, unet
 from cgan_pix2pix.layers import Layers, SelfAttention, crop, pad_to_multiple

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cgan_kit import AdversarialLoss, ReconstructionLoss, plugins
-from cgan_kit.params import params_of, parse_docstring
+from cgan_kit import AdversarialLoss, ReconstructionLoss
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu
 from cgan_pix2pix.critics import multiscale_patchgan, patchgan
 from cgan_pix2pix.losses import bce, hinge, l1, lsgan, wgan_gp

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cgan_kit import Norm, plugins
-from cgan_kit.params import params_of, parse_docstring
+from cgan_kit import Norm
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix import activations, norms
 
 NORMS = {"batch": False, "syncbatch": False, "instance": True, "none": True, "spectral": True}

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cgan_kit import Range, ref
+from cgan_kit import Direction, Method, Network, Range, ref
 from cgan_kit.errors import CganError, RecipeError
-from cgan_kit.recipe import apply_overrides, dump_toml, load, read, validate
-from cgan_kit.registry import Provider, Registry
+from cgan_kit.config.recipe import apply_overrides, dump_toml, load, read, validate
+from cgan_kit.plugin_api.registry import Provider, Registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,11 +79,19 @@ def ema(decay: Annotated[float, Range(ge=0, le=1)] = 0.999):
     """
 
 
+class Paired(Method):
+    """A paired method: one generator, one critic."""
+
+    networks = {"generator": Network("generator", "generator"), "critic": Network("critic", "critic")}
+    optimizers = {"generator": ("generator",), "critic": ("critic",)}
+    directions = {"AtoB": Direction("generator")}
+
+
 @pytest.fixture
 def registry() -> Registry:
     reg = Registry()
     provider = Provider("test", "test-dist", "1.0")
-    for kind, name, factory in [("activation", "relu", relu), ("activation", "leaky_relu", leaky_relu),
+    for kind, name, factory in [("method", "pix2pix", Paired), ("activation", "relu", relu), ("activation", "leaky_relu", leaky_relu),
                                 ("generator", "unet", unet), ("critic", "patchgan", patchgan),
                                 ("loss", "bce", bce), ("loss", "l1", bce), ("dataset", "folder", folder),
                                 ("stabilizer", "ema", ema)]:

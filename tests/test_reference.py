@@ -14,10 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from cgan_kit import checkpoint, plugins
-from cgan_kit.build import build_models
+from cgan_kit.runs import checkpoint
+from cgan_kit.plugin_api import plugins
+from cgan_kit.config.build import build_models
 from cgan_kit.errors import CganError
-from cgan_kit.recipe import load
+from cgan_kit.config.recipe import load
 from cgan_pix2pix import reference
 from cgan_pix2pix.activations import leaky_relu, relu
 from cgan_pix2pix.critics import patchgan
@@ -150,9 +151,10 @@ def built(run: Path):
     tensors, meta = checkpoint.load(checkpoint.step_path(run / "checkpoints", 0))
     models = build_models(load(run / "recipe.toml"), plugins.registry())
     path = run / "checkpoints"
-    checkpoint.load_weights(models.generator, checkpoint.split(tensors, "generator"), "generator", path)
-    checkpoint.load_weights(models.critic, checkpoint.split(tensors, "critic"), "critic", path)
-    return models.generator.eval(), models.critic.eval(), meta
+    generator, critic = models.networks["generator"], models.networks["critic"]
+    checkpoint.load_weights(generator, checkpoint.split(tensors, "networks.generator"), "generator", path)
+    checkpoint.load_weights(critic, checkpoint.split(tensors, "networks.critic"), "critic", path)
+    return generator.eval(), critic.eval(), meta
 
 
 def failure(result) -> str:

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cgan_kit import checkpoint
-from cgan_kit.feedback import heat_map, sample_grid
-from cgan_kit.report import best_evaluation
+from cgan_kit.runs import checkpoint
+from cgan_kit import Column
+from cgan_kit.outputs.samples import heat_map, sample_grid
+from cgan_kit.outputs.report import best_evaluation
 from conftest import FACADES, cgan_one_thread, one_error
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -138,7 +139,11 @@ def test_heat_map_colours_and_grid_layout():
     flat = heat_map(torch.tensor([[[[0.0, 1.0, 0.5, 0.5]]]]), (4, 4))[0]
     assert torch.allclose(flat, flat[:, :1, :1].expand_as(flat)) and torch.allclose(flat[:, 0, 0], grey)
     images = torch.zeros(2, 3, 8, 8)
-    assert sample_grid(images, images, images).shape == (3, 2 * 8 + 2, 3 * 8 + 2 * 2)
+    assert sample_grid([Column("a", images), Column("b", images), Column("c", images)]).shape == \
+        (3, 2 * 8 + 2, 3 * 8 + 2 * 2)
+    # A critic's 2x2 realness becomes a tile the size of the images.
+    grid = sample_grid([Column("a", images), Column("critic", torch.ones(2, 1, 2, 2), "critic")])
+    assert grid.shape == (3, 2 * 8 + 2, 2 * 8 + 2) and grid[0, 0, 10] > grid[2, 0, 10]  # red: judged real
 
 
 def test_a_missing_device_fails_before_creating_the_run_folder(tiny_recipe, tmp_path):

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from cgan_kit import plugins
-from cgan_kit.params import check_value
+from cgan_kit import Networks
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.params import check_value
 
 
 def make(name, **params):
@@ -18,6 +19,10 @@ def tiny_nets():
                               nn.ConvTranspose2d(4, 3, 3, padding=1))
     critic = nn.Sequential(nn.Conv2d(6, 4, 4, stride=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3))
     return generator, critic
+
+
+def networks(generator, critic):
+    return Networks({"generator": generator, "critic": critic}, {"generator": "generator", "critic": "critic"})
 
 
 def labels(n=64):
@@ -36,9 +41,9 @@ def test_all_six_are_registered_with_documented_parameters():
 
 
 def test_label_smoothing_softens_only_the_real_target_by_default():
-    real, fake = make("label_smoothing").targets(*labels(), step=1)
+    real, fake = make("label_smoothing").targets(*labels(), step=1, role="critic")
     assert torch.all(real == 0.9) and torch.all(fake == 0)
-    real, fake = make("label_smoothing", real=[0.7, 1.0], fake=0.1).targets(*labels(), step=1)
+    real, fake = make("label_smoothing", real=[0.7, 1.0], fake=0.1).targets(*labels(), step=1, role="critic")
     assert real.min() >= 0.7 and real.max() <= 1.0 and real.std() > 0  # drawn per patch
     assert torch.allclose(fake, torch.full_like(fake, 0.1))
 
@@ -55,38 +60,39 @@ def test_label_smoothing_range_is_checked():
 def test_label_flipping_swaps_whole_images_at_the_given_rate_and_decays():
     torch.manual_seed(0)
     stabilizer = make("label_flipping", probability=0.25, decay="linear")
-    stabilizer.setup(*tiny_nets(), total_steps=100)
-    real, fake = stabilizer.targets(*labels(4000), step=0)
+    stabilizer.setup(networks(*tiny_nets()), total_steps=100)
+    real, fake = stabilizer.targets(*labels(4000), step=0, role="critic")
     flipped = real.flatten(1).mean(1) == 0
     assert torch.all(real.flatten(1).std(1) == 0)  # per image, not per patch
     assert torch.all(fake[flipped] == 1) and torch.all(fake[~flipped] == 0)
     assert 0.22 < flipped.float().mean().item() < 0.28
-    real, _ = stabilizer.targets(*labels(4000), step=100)  # fully decayed
+    real, _ = stabilizer.targets(*labels(4000), step=100, role="critic")  # fully decayed
     assert torch.all(real == 1)
 
 
 def test_instance_noise_has_the_stated_sigma_and_fades_linearly():
     torch.manual_seed(0)
     stabilizer = make("instance_noise", sigma=0.2)
-    stabilizer.setup(*tiny_nets(), total_steps=1000)
+    stabilizer.setup(networks(*tiny_nets()), total_steps=1000)
     real = torch.zeros(8, 6, 32, 32)
-    noisy_real, noisy_fake = stabilizer.critic_inputs(real, real.clone(), step=0)
+    noisy_real, noisy_fake = stabilizer.critic_inputs(real, real.clone(), step=0, role="critic")
     assert noisy_real.std().item() == pytest.approx(0.2, rel=0.05)
     assert not torch.equal(noisy_real, noisy_fake)  # independent draws
-    halfway, _ = stabilizer.critic_inputs(real, real, step=500)
+    halfway, _ = stabilizer.critic_inputs(real, real, step=500, role="critic")
     assert halfway.std().item() == pytest.approx(0.1, rel=0.05)
-    end, _ = stabilizer.critic_inputs(real, real, step=1000)
+    end, _ = stabilizer.critic_inputs(real, real, step=1000, role="critic")
     assert torch.equal(end, real)
 
 
 def test_history_buffer_fills_then_mixes_old_fakes_and_round_trips():
     torch.manual_seed(0)
     stabilizer = make("history_buffer", size=4, probability=0.5)
+    stabilizer.setup(networks(*tiny_nets()), 10)
     real = torch.zeros(2, 6, 8, 8)
     first, second = torch.full((2, 6, 8, 8), 1.0), torch.full((2, 6, 8, 8), 2.0)
-    assert torch.equal(stabilizer.critic_inputs(real, first, 1)[1], first)  # filling: shown as is
-    assert torch.equal(stabilizer.critic_inputs(real, second, 2)[1], second)
-    seen = torch.cat([stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 3.0 + i), 3 + i)[1]
+    assert torch.equal(stabilizer.critic_inputs(real, first, 1, "critic")[1], first)  # filling: shown as is
+    assert torch.equal(stabilizer.critic_inputs(real, second, 2, "critic")[1], second)
+    seen = torch.cat([stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 3.0 + i), 3 + i, "critic")[1]
                       for i in range(50)])
     values = seen.flatten(1)[:, 0]
     fresh = values == torch.arange(50).repeat_interleave(2) + 3.0
@@ -94,32 +100,33 @@ def test_history_buffer_fills_then_mixes_old_fakes_and_round_trips():
     assert (values < 3).any()  # the very first fakes came back at some point
 
     state = stabilizer.state_dict()
-    assert state["pool"].shape == (4, 6, 8, 8)
+    assert state["critic.pool"].shape == (4, 6, 8, 8)  # a pool per critic role
     restored = make("history_buffer", size=4, probability=0.5)
+    restored.setup(networks(*tiny_nets()), 10)
     restored.load_state_dict(state)
     torch.manual_seed(1)
-    a = stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60)[1]
+    a = stabilizer.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60, "critic")[1]
     torch.manual_seed(1)
-    b = restored.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60)[1]
+    b = restored.critic_inputs(real, torch.full((2, 6, 8, 8), 99.0), 60, "critic")[1]
     assert torch.equal(a, b)
 
 
 def test_history_buffer_of_size_zero_is_off():
     fake = torch.randn(2, 6, 8, 8)
-    assert make("history_buffer", size=0).critic_inputs(fake, fake, 1)[1] is fake
+    assert make("history_buffer", size=0).critic_inputs(fake, fake, 1, "critic")[1] is fake
 
 
 def test_ema_averages_weights_copies_buffers_and_round_trips():
     generator, critic = tiny_nets()
     stabilizer = make("ema", decay=0.9, start_step=1)
-    stabilizer.setup(generator, critic, total_steps=10)
+    stabilizer.setup(networks(generator, critic), total_steps=10)
     start = generator[0].weight.detach().clone()
-    stabilizer.after_generator_step(generator, step=1)  # before start_step: follows the weights
+    stabilizer.after_generator_step(generator, step=1, role="generator")  # before start_step: follows the weights
     with torch.no_grad():
         generator[0].weight.add_(1.0)
         generator[1].running_mean.fill_(5.0)
-    stabilizer.after_generator_step(generator, step=2)
-    average = stabilizer.eval_generator()
+    stabilizer.after_generator_step(generator, step=2, role="generator")
+    average = stabilizer.eval_generator("generator")
     assert torch.allclose(average[0].weight, start + 0.1)
     assert torch.all(average[1].running_mean == 5.0)
     assert not average.training and not any(p.requires_grad for p in average.parameters())
@@ -127,28 +134,28 @@ def test_ema_averages_weights_copies_buffers_and_round_trips():
     # k more steps against the formula: average_k = d^k * average_0 + (1 - d^k) * w for constant w
     weights = generator[0].weight.detach().clone()
     for step in range(3, 3 + 5):
-        stabilizer.after_generator_step(generator, step)
+        stabilizer.after_generator_step(generator, step, "generator")
     expected = 0.9**5 * (start + 0.1) + (1 - 0.9**5) * weights
     assert torch.allclose(average[0].weight, expected, atol=1e-6)
 
     restored = make("ema", decay=0.9, start_step=1)
-    restored.setup(*tiny_nets(), total_steps=10)
+    restored.setup(networks(*tiny_nets()), total_steps=10)
     restored.load_state_dict(stabilizer.state_dict())
-    assert torch.equal(restored.eval_generator()[0].weight, average[0].weight)
+    assert torch.equal(restored.eval_generator("generator")[0].weight, average[0].weight)
 
 
 def test_ema_copies_the_generator_after_spectral_norm_changed_it():
     generator, critic = tiny_nets()
     average, normalize = make("ema"), make("spectral_norm", target="generator")
     for stabilizer in (average, normalize):  # the recipe's order: ema listed first
-        stabilizer.setup(generator, critic, 10)
-    average.after_generator_step(generator, 1)
-    assert parametrize.is_parametrized(average.eval_generator()[0], "weight")
+        stabilizer.setup(networks(generator, critic), 10)
+    average.after_generator_step(generator, 1, "generator")
+    assert parametrize.is_parametrized(average.eval_generator("generator")[0], "weight")
 
 
 def test_spectral_norm_bounds_the_critic_and_leaves_the_generator():
     generator, critic = tiny_nets()
-    make("spectral_norm").setup(generator, critic, 10)
+    make("spectral_norm").setup(networks(generator, critic), 10)
     assert parametrize.is_parametrized(critic[0], "weight") and parametrize.is_parametrized(critic[2], "weight")
     assert not parametrize.is_parametrized(generator[0], "weight")
     critic.train()
@@ -156,6 +163,30 @@ def test_spectral_norm_bounds_the_critic_and_leaves_the_generator():
         critic(torch.randn(1, 6, 16, 16))
     sigma = torch.linalg.matrix_norm(critic[0].weight.flatten(1), ord=2).item()
     assert sigma == pytest.approx(1.0, abs=0.05)
-    make("spectral_norm", target="both").setup(generator, critic, 10)  # applying twice is harmless
+    make("spectral_norm", target="both").setup(networks(generator, critic), 10)  # applying twice is harmless
     assert parametrize.is_parametrized(generator[3], "weight")
     assert len(critic[0].parametrizations.weight) == 1
+
+
+def test_a_method_with_two_critics_gets_a_pool_each_and_two_generators_an_average_each():
+    generator_a, critic_a = tiny_nets()
+    generator_b, critic_b = tiny_nets()
+    four = Networks({"g_ab": generator_a, "g_ba": generator_b, "d_a": critic_a, "d_b": critic_b},
+                    {"g_ab": "generator", "g_ba": "generator", "d_a": "critic", "d_b": "critic"})
+    pool, average = make("history_buffer", size=2), make("ema", decay=0.5)
+    pool.setup(four, 10)
+    average.setup(four, 10)
+    real = torch.zeros(1, 6, 8, 8)
+    pool.critic_inputs(real, torch.full((1, 6, 8, 8), 1.0), 1, "d_a")
+    pool.critic_inputs(real, torch.full((1, 6, 8, 8), 2.0), 1, "d_b")
+    state = pool.state_dict()
+    assert sorted(state) == ["d_a.pool", "d_b.pool"]
+    assert state["d_a.pool"].unique().tolist() == [1.0] and state["d_b.pool"].unique().tolist() == [2.0]
+    average.after_generator_step(generator_a, 1, "g_ab")
+    assert average.eval_generator("g_ab") is not average.eval_generator("g_ba")
+    assert average.eval_generator("d_a") is None
+    assert {key.split(".")[0] for key in average.state_dict()} == {"g_ab", "g_ba"}
+    normalize = make("spectral_norm", target="critic")
+    normalize.setup(four, 10)
+    assert parametrize.is_parametrized(critic_a[0], "weight") and parametrize.is_parametrized(critic_b[0], "weight")
+    assert not parametrize.is_parametrized(generator_b[0], "weight")

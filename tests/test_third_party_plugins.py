@@ -149,6 +149,8 @@ def test_the_wheel_carries_the_builtin_plugins_and_their_entry_points(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("cgan_kit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "cgan_kit/train.py" in names and "cgan_pix2pix/generators.py" in names
+    assert "cgan_kit/training/loop.py" in names and "cgan_pix2pix/generators.py" in names
+    assert "cgan_pix2pix/method.py" in names and "cgan_kit/plugin_api/contracts.py" in names
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "[cgan_kit]" in entry_points and "pix2pix-generators = cgan_pix2pix.generators" in entry_points
+    assert "pix2pix-method = cgan_pix2pix.method" in entry_points

@@ -18,9 +18,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from cgan_kit import checkpoint
-from cgan_kit.schedule import lr_factor
-from cgan_kit.train import cpu_native_bf16
+from cgan_kit.runs import checkpoint
+from cgan_kit.training.schedule import lr_factor
+from cgan_kit.device import cpu_native_bf16
 from conftest import FACADES, ROOT, cgan
 
 # Every stabilizer whose state must survive a resume: the pool, the average, the RNG they draw from.
@@ -92,7 +92,7 @@ def test_resume_is_exact_n_plus_n_equals_2n(tiny_recipe, tmp_path):
     halves, halves_meta = final_state(tmp_path / "runs" / "halves")
     assert whole_meta["step"] == halves_meta["step"] == 6
     assert whole.keys() == halves.keys()
-    assert any(k.startswith("stabilizers.0.pool") for k in whole)  # the history pool is saved
+    assert any(k.startswith("stabilizers.0.critic.pool") for k in whole)  # the history pool is saved
     assert any(k.startswith("optim.generator.") for k in whole)  # and Adam's moments
     different = [k for k in whole if not torch.equal(whole[k], halves[k])]
     assert different == []
@@ -145,8 +145,8 @@ def test_skip_keeps_training_and_logs_the_skipped_updates(tiny_recipe, tmp_path)
 def test_an_update_with_a_non_finite_loss_changes_nothing(device_skips):
     # The real update path on real torch: weights and Adam's moments stay as they were, and the
     # tally says so; a finite loss afterwards updates as usual.
-    from cgan_kit import distributed
-    from cgan_kit.step import NonFiniteLosses, update
+    from cgan_kit.training import distributed
+    from cgan_kit.training.updates import NonFiniteLosses, update
 
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=device_skips)
@@ -202,14 +202,14 @@ def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
     assert "from step 2" in resumed.stderr
     tensors, meta = final_state(run)
     assert meta["step"] == 3 and meta["batches"] == 3
-    assert sum(v.numel() for k, v in tensors.items() if k.startswith("generator.") and "running" not in k
+    assert sum(v.numel() for k, v in tensors.items() if k.startswith("networks.generator.") and "running" not in k
                and "num_batches" not in k) == 54_413_955
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(tiny_recipe):
     result = cgan("run", str(tiny_recipe), "--set", "train.precision=auto", "--until", "1", check=True)
     expected = "bf16" if cpu_native_bf16() else "fp32"  # this machine's CPU decides; the log says
-    assert f"(cpu, {expected}, 64 training examples)" in result.stderr, result.stderr
+    assert f"(pix2pix, cpu, {expected}, 64 training examples)" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -54,15 +54,16 @@ def trained_facades_run(tmp_path_factory) -> Path:
                                                   "--set", f"data.root={FACADES.as_posix()}", *FACADES_ARGS])
 
 
-def rebuilt_generator(run: Path, weights: str = "generator") -> torch.nn.Module:
+def rebuilt_generator(run: Path, weights: str = "networks.generator") -> torch.nn.Module:
     """The run's generator built from its recipe.toml, with the newest checkpoint's tensors under
-    ``weights`` ("generator", or "stabilizers.0" for the EMA copy), in eval mode."""
-    from cgan_kit import checkpoint, plugins
-    from cgan_kit.build import build_models
-    from cgan_kit.recipe import load
+    ``weights`` ("networks.generator", or "stabilizers.0.generator" for the EMA copy), in eval mode."""
+    from cgan_kit.runs import checkpoint
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.config.build import build_models
+    from cgan_kit.config.recipe import load
 
     recipe = load(run / "recipe.toml")
-    generator = build_models(recipe, plugins.registry()).generator
+    generator = build_models(recipe, plugins.registry()).networks["generator"]
     tensors, _ = checkpoint.load(checkpoint.latest(run / "checkpoints"))
     generator.load_state_dict(checkpoint.split(tensors, weights))
     return generator.eval()
@@ -98,7 +99,7 @@ def one_error(result, *fragments: str) -> str:
 
 
 def invoke(*args: str):
-    from cgan_kit.cli import cli
+    from cgan_kit.cli.main import cli
 
     return CliRunner().invoke(cli, list(args))
 
@@ -156,7 +157,7 @@ def test_the_ema_weights_are_used_when_the_checkpoint_has_them(run, inputs, tran
     _, folder = inputs
     x = as_input(folder / "b.png")
     with torch.no_grad():
-        ema, trained = to_image(rebuilt_generator(run, "stabilizers.0")(x)), to_image(rebuilt_generator(run)(x))
+        ema, trained = to_image(rebuilt_generator(run, "stabilizers.0.generator")(x)), to_image(rebuilt_generator(run)(x))
     written = as_output(translated / "b.png")
     assert (written - ema).abs().max() <= 0.5 / 255 + 1e-6  # the EMA output, rounded to 8 bits
     assert (written - trained).abs().max() > 0.5 / 255  # and not the trained weights' output
@@ -177,7 +178,7 @@ def test_paper_mode_uses_batch_statistics_and_leaves_the_checkpoint_untouched(ru
     x = as_input(folder / "b.png")
     with torch.no_grad():
         # The tiny U-Net has batch norm and no dropout: paper mode is the network in training mode on one image.
-        expected = to_image(rebuilt_generator(run, "stabilizers.0").train()(x))
+        expected = to_image(rebuilt_generator(run, "stabilizers.0.generator").train()(x))
     paper, evaluated = as_output(tmp_path / "b.png"), as_output(translated / "b.png")
     assert (paper - expected).abs().max() <= 0.5 / 255 + 1e-6
     assert (paper - evaluated).abs().mean() > 2 / 255  # clearly not the running statistics' output
@@ -185,7 +186,7 @@ def test_paper_mode_uses_batch_statistics_and_leaves_the_checkpoint_untouched(ru
 
 
 def test_paper_mode_keeps_the_running_statistics_and_repeats_its_dropout(tmp_path_factory, tmp_path):
-    from cgan_kit.inference import load_generator, set_mode, translate
+    from cgan_kit.inference.translate import load_generator, set_mode, translate
 
     run = trained_facades_run(tmp_path_factory)  # batch norm and dropout
     loaded = load_generator(run, device="cpu")

@@ -24,7 +24,6 @@ value to change when not), load, and write a run folder that ``cgan run --resume
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,11 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cgan_kit import __version__, checkpoint
+from cgan_kit import __version__
 from cgan_kit.errors import CganError
+from cgan_kit.runs import checkpoint
+from cgan_kit.runs.folder import RECIPE_FILE
 
 REFERENCE = "junyanz/pytorch-CycleGAN-and-pix2pix"
-RECIPE_FILE = "recipe.toml"  # as cgan_kit.train writes and reads it
 _STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 
 
@@ -461,10 +461,11 @@ def _check_out(out: Path) -> None:
 def convert(recipe_path: str, generator_path: Path, critic_path: Path | None, overrides: list[str],
             out: Path) -> Converted:
     """Check, load and write: the reference weights as step 0 of a new run folder ``out``."""
-    from cgan_kit import plugins
-    from cgan_kit.build import build_models
-    from cgan_kit.recipe import load
-    from cgan_kit.train import versions
+    from cgan_kit.config.build import build_models
+    from cgan_kit.config.recipe import load
+    from cgan_kit.plugin_api import plugins
+    from cgan_kit.runs import state
+    from cgan_kit.runs.folder import RunFolder
 
     _check_out(out)  # before any work, and again just before writing
     registry = plugins.registry()
@@ -476,42 +477,28 @@ def convert(recipe_path: str, generator_path: Path, critic_path: Path | None, ov
 
     torch.manual_seed(recipe.train.seed)  # a fresh critic is the one `cgan run` would have built
     models = build_models(recipe, registry)
-    _convert_network(models.generator, g_tensors, g_renaming, generator_problems, recipe, "generator",
+    _convert_network(models.networks["generator"], g_tensors, g_renaming, generator_problems, recipe, "generator",
                      generator_path)
     if d_tensors is not None:
-        _convert_network(models.critic, d_tensors, d_renaming, critic_problems, recipe, "critic", critic_path)
+        _convert_network(models.networks["critic"], d_tensors, d_renaming, critic_problems, recipe, "critic", critic_path)
     # As `cgan run` does before its first checkpoint: stabilizers may change the networks (spectral
     # norm) or copy them (the moving average), so the checkpoint holds what a resume expects.
-    for stabilizer in models.stabilizers:
-        stabilizer.setup(models.generator, models.critic, recipe.train.steps)
-
-    tensors = {**checkpoint.prefixed("generator", models.generator.state_dict()),
-               **checkpoint.prefixed("critic", models.critic.state_dict())}
-    for i, stabilizer in enumerate(models.stabilizers):
-        tensors.update(checkpoint.prefixed(f"stabilizers.{i}", stabilizer.state_dict()))
+    models.setup_stabilizers(recipe.train.steps)
+    tensors, meta = state.state_tensors(models, include_rng=False)  # no optimizer state: a resume starts fresh
     sources = {"generator": str(generator_path.resolve())}
     if critic_path is not None:
         sources["critic"] = str(critic_path.resolve())
-    meta = {"step": 0, "batches": 0, "optimizer_groups": {},  # no optimizer state: a resume starts fresh ones
-            "stabilizers": [s.extra_state() for s in models.stabilizers],
-            "recipe": recipe.to_toml(), "versions": versions(),
+    meta = {"step": 0, "batches": 0, **meta, "recipe": recipe.to_toml(), "versions": state.versions(),
             "converted_from": {**sources, "format": REFERENCE}}
 
     _check_out(out)
-    try:
-        for sub in ("checkpoints", "samples", "tensorboard"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{RECIPE_FILE}.tmp"
-        tmp.write_text(f"# Resolved by cgan-kit {__version__} from {recipe_path} for weights converted from "
-                       f"{generator_path}; fine-tune with `cgan run --resume {out}`.\n{recipe.to_toml()}",
-                       encoding="utf-8")
-        os.replace(tmp, out / RECIPE_FILE)
-    except OSError as error:
-        raise CganError(f"cannot write the run folder {out}: {error.strerror or error}") from None
-    path = checkpoint.step_path(out / "checkpoints", 0)
+    run = RunFolder(out)
+    run.make(f"# Resolved by cgan-kit {__version__} from {recipe_path} for weights converted from "
+             f"{generator_path}; fine-tune with `cgan run --resume {out}`.\n{recipe.to_toml()}")
+    path = run.checkpoint(0)
     checkpoint.save(path, tensors, meta)
 
     structure = ", ".join(f"{k} {v}" for k, v in g_renaming.structure.items() if k != "dropout")
-    parameters = sum(p.numel() for p in models.generator.parameters())
+    parameters = sum(p.numel() for p in models.networks["generator"].parameters())
     return Converted(out, path, f"{recipe.generator.type}, {structure}",
                      "converted" if d_tensors is not None else "fresh", parameters)

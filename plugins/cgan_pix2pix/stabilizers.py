@@ -1,5 +1,8 @@
 """Built-in stabilizers: label smoothing and flipping, instance noise, a history buffer of past
-fakes, a moving average of the generator, and spectral normalization of either network."""
+fakes, a moving average of the generators, and spectral normalization of critics or generators.
+
+They act on networks by role, so they work with any method: a method with two critics gets a
+history pool per critic, one with two generators a moving average of each."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from cgan_kit import Range, Stabilizer, hookimpl
+from cgan_kit import Networks, Range, Stabilizer, hookimpl
 
 Decay = Literal["none", "linear"]
 
@@ -32,7 +35,8 @@ class LabelSmoothing(Stabilizer):
     def __init__(self, real: float | list[float], fake: float):
         self.real, self.fake = real, fake
 
-    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor,
+                role: str) -> tuple[Tensor, Tensor]:
         if isinstance(self.real, list):  # a fresh uniform draw per patch
             low, high = self.real
             real_target = torch.empty_like(real_target).uniform_(low, high)
@@ -48,10 +52,11 @@ class LabelFlipping(Stabilizer):
         self.probability, self.decay = probability, decay
         self.total_steps = 0
 
-    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+    def setup(self, networks: Networks, total_steps: int) -> None:
         self.total_steps = total_steps
 
-    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
+    def targets(self, real_target: Tensor, fake_target: Tensor, step: int | Tensor,
+                role: str) -> tuple[Tensor, Tensor]:
         p = self.probability * _strength(self.decay, step, self.total_steps)
         # One draw per image: a flipped image has all its patches' labels swapped.
         flip = torch.rand(real_target.shape[0], device=real_target.device) < p
@@ -66,10 +71,11 @@ class InstanceNoise(Stabilizer):
         self.sigma, self.decay = sigma, decay
         self.total_steps = 0
 
-    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
+    def setup(self, networks: Networks, total_steps: int) -> None:
         self.total_steps = total_steps
 
-    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int | Tensor) -> tuple[Tensor, Tensor]:
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int | Tensor,
+                      role: str) -> tuple[Tensor, Tensor]:
         if self.sigma == 0:
             return real_pair, fake_pair
         # Drawn even where the decay has reached 0: the random numbers a step draws never depend on
@@ -79,96 +85,113 @@ class InstanceNoise(Stabilizer):
 
 
 class HistoryBuffer(Stabilizer):
-    """The image pool of Shrivastava et al. (2017), as pix2pix and CycleGAN use it. It decides on
-    the host which fakes to swap, so it cannot run inside a captured CUDA graph (not capturable)."""
+    """The image pool of Shrivastava et al. (2017), as pix2pix and CycleGAN use it: one pool per
+    critic. It decides on the host which fakes to swap, so it cannot run inside a captured CUDA
+    graph (not capturable)."""
 
     def __init__(self, size: int, probability: float):
         self.size, self.probability = size, probability
-        self.pool: Tensor | None = None  # (filled, C, H, W) fake pairs, detached
-        self.filled = 0
+        self.pools: dict[str, Tensor] = {}  # critic role -> (size, C, H, W) past fakes, detached
+        self.filled: dict[str, int] = {}
+        self.critics: list[str] = []
 
-    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def setup(self, networks: Networks, total_steps: int) -> None:
+        self.critics = networks.roles("critic")
+
+    def critic_inputs(self, real_pair: Tensor, fake_pair: Tensor, step: int, role: str) -> tuple[Tensor, Tensor]:
         if self.size == 0:
             return real_pair, fake_pair
         fake_pair = fake_pair.detach()
-        if self.pool is None or self.pool.shape[1:] != fake_pair.shape[1:]:
+        pool = self.pools.get(role)
+        if pool is None or pool.shape[1:] != fake_pair.shape[1:]:
             # First call, or the image size changed (a new crop size on resume): start afresh.
-            self.pool = fake_pair.new_empty((self.size, *fake_pair.shape[1:]))
-            self.filled = 0
-        self.pool = self.pool.to(fake_pair.device)
+            pool = fake_pair.new_empty((self.size, *fake_pair.shape[1:]))
+            self.filled[role] = 0
+        pool = self.pools[role] = pool.to(fake_pair.device)
         shown = []
         for fake in fake_pair:
-            if self.filled < self.size:  # fill the pool first, showing the new fakes themselves
-                self.pool[self.filled] = fake
-                self.filled += 1
+            if self.filled[role] < self.size:  # fill the pool first, showing the new fakes themselves
+                pool[self.filled[role]] = fake
+                self.filled[role] += 1
                 shown.append(fake)
             elif torch.rand(()).item() < self.probability:  # show an old fake, keep the new one in its place
                 index = int(torch.randint(self.size, ()).item())
-                shown.append(self.pool[index].clone())
-                self.pool[index] = fake
+                shown.append(pool[index].clone())
+                pool[index] = fake
             else:
                 shown.append(fake)
         return real_pair, torch.stack(shown)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {} if self.pool is None or self.filled == 0 else {"pool": self.pool[: self.filled].contiguous()}
+        return {f"{role}.pool": pool[: self.filled[role]].contiguous()
+                for role, pool in self.pools.items() if self.filled.get(role)}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if "pool" not in state:
-            self.pool, self.filled = None, 0
-            return
-        saved = state["pool"]
-        self.filled = min(saved.shape[0], self.size)
-        self.pool = saved.new_empty((self.size, *saved.shape[1:]))
-        self.pool[: self.filled] = saved[: self.filled]
+        if "pool" in state and len(self.critics) == 1:  # checkpoint format 1: one critic, unnamed
+            state = {f"{self.critics[0]}.pool": state["pool"]}
+        self.pools, self.filled = {}, {}
+        for key, saved in state.items():
+            role = key.removesuffix(".pool")
+            self.filled[role] = min(saved.shape[0], self.size)
+            self.pools[role] = saved.new_empty((self.size, *saved.shape[1:]))
+            self.pools[role][: self.filled[role]] = saved[: self.filled[role]]
 
 
 class MovingAverage(Stabilizer):
-    """An exponential moving average of the generator's weights (Karras et al., 2018; Yazici et al., 2019)."""
+    """An exponential moving average of each generator's weights (Karras et al., 2018; Yazici et al., 2019)."""
 
     capturable = True
 
     def __init__(self, decay: float, start_step: int):
         self.decay, self.start_step = decay, start_step
-        self.generator: nn.Module | None = None
-        self._average: nn.Module | None = None
+        self.generators: dict[str, nn.Module] = {}
+        self._averages: dict[str, nn.Module] = {}
 
-    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
-        # The copy is made when first needed, so that stabilizers listed later (spectral norm)
-        # have changed the generator before it is copied.
-        self.generator = generator
+    def setup(self, networks: Networks, total_steps: int) -> None:
+        # The copies are made when first needed, so that stabilizers listed later (spectral norm)
+        # have changed the generators before they are copied.
+        self.generators = {role: networks[role] for role in networks.roles("generator")}
 
-    @property
-    def average(self) -> nn.Module:
-        if self._average is None:
-            assert self.generator is not None, "setup() comes first"
-            self._average = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        return self._average
+    def average(self, role: str) -> nn.Module:
+        if role not in self._averages:
+            assert role in self.generators, "setup() comes first"
+            self._averages[role] = copy.deepcopy(self.generators[role]).eval().requires_grad_(False)
+        return self._averages[role]
 
     @torch.no_grad()
-    def after_generator_step(self, generator: nn.Module, step: int | Tensor) -> None:
+    def after_generator_step(self, generator: nn.Module, step: int | Tensor, role: str) -> None:
         # Until start_step the average simply follows the weights: early weights are poor to average.
         if isinstance(step, Tensor):
             weight = torch.where(step <= self.start_step, 1.0, 1.0 - self.decay)
         else:
             weight = 1.0 if step <= self.start_step else 1.0 - self.decay
+        average = self.average(role)
         weights = dict(generator.named_parameters())
-        for name, average in self.average.named_parameters():
-            average.lerp_(weights[name].detach(), weight)
+        for name, averaged in average.named_parameters():
+            averaged.lerp_(weights[name].detach(), weight)
         # Buffers (batch-norm running statistics, spectral-norm vectors) are copied, not averaged.
         buffers = dict(generator.named_buffers())
-        for name, average in self.average.named_buffers():
-            average.copy_(buffers[name])
+        for name, averaged in average.named_buffers():
+            averaged.copy_(buffers[name])
 
-    def eval_generator(self) -> nn.Module:
-        return self.average
+    def eval_generator(self, role: str) -> nn.Module | None:
+        return self.average(role) if role in self.generators else None
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {name: value.detach().clone() for name, value in self.average.state_dict().items()}
+        return {f"{role}.{name}": value.detach().clone()
+                for role in self.generators for name, value in self.average(role).state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if state:
-            self.average.load_state_dict(state)
+        if not state:
+            return
+        roles = list(self.generators)
+        if len(roles) == 1 and not any(key.startswith(f"{roles[0]}.") for key in state):
+            state = {f"{roles[0]}.{key}": value for key, value in state.items()}  # checkpoint format 1
+        for role in roles:
+            prefix = f"{role}."
+            own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+            if own:
+                self.average(role).load_state_dict(own)
 
 
 class SpectralNormalization(Stabilizer):
@@ -177,9 +200,9 @@ class SpectralNormalization(Stabilizer):
     def __init__(self, target: Literal["critic", "generator", "both"], power_iterations: int):
         self.target, self.power_iterations = target, power_iterations
 
-    def setup(self, generator: nn.Module, critic: nn.Module, total_steps: int) -> None:
-        chosen = {"critic": [critic], "generator": [generator], "both": [generator, critic]}[self.target]
-        for network in chosen:
+    def setup(self, networks: Networks, total_steps: int) -> None:
+        kinds = {"critic": ("critic",), "generator": ("generator",), "both": ("generator", "critic")}[self.target]
+        for network in (networks[role] for role in networks if networks.kinds[role] in kinds):
             for module in list(network.modules()):
                 if (isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
                         and not parametrize.is_parametrized(module, "weight")):
@@ -238,7 +261,7 @@ def history_buffer(size: Annotated[int, Range(ge=0)] = 50,
 
 
 def ema(decay: Annotated[float, Range(ge=0, lt=1)] = 0.999, start_step: Annotated[int, Range(ge=0)] = 0) -> Stabilizer:
-    """An exponential moving average of the generator's weights, used for samples and evaluation.
+    """An exponential moving average of each generator's weights, used for samples, evaluation and inference.
 
     Batch-norm statistics are copied from the trained generator rather than averaged. The
     average is checkpointed with the run.
@@ -252,13 +275,13 @@ def ema(decay: Annotated[float, Range(ge=0, lt=1)] = 0.999, start_step: Annotate
 
 def spectral_norm(target: Literal["critic", "generator", "both"] = "critic",
                   power_iterations: Annotated[int, Range(ge=1)] = 1) -> Stabilizer:
-    """Spectral normalization of every convolution and linear weight of a network (Miyato et al., 2018).
+    """Spectral normalization of every convolution and linear weight of the critics, the generators or both (Miyato et al., 2018).
 
     Applies on top of whatever norm the recipe chose; weights that are already spectrally
     normalized are left alone.
 
     Args:
-        target: Which network to normalize: "critic", "generator" or "both".
+        target: Which networks to normalize: "critic" (every critic of the method), "generator" (every generator) or "both".
         power_iterations: Power-method steps per training forward pass to estimate each top singular value.
     """
     return SpectralNormalization(target, power_iterations)

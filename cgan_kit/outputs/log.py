@@ -1,0 +1,119 @@
+"""What a run tells its user as it goes: a progress bar (or plain lines off a terminal), TensorBoard
+and the metrics file. Sample grids are drawn by ``samples.py``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgan_kit.runs.folder import RunFolder
+
+
+class RunLog:
+    """Progress on the terminal, scalars and images in TensorBoard, and ``metrics.jsonl``."""
+
+    def __init__(self, run: RunFolder, total_steps: int, start_step: int, batch_size: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.total, self.batch_size = total_steps, batch_size
+        self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
+        self.metrics = _reopen_metrics(run.metrics, start_step)
+        for leftover in run.samples.glob(".*.tmp"):  # a sample being written when a run was killed
+            leftover.unlink(missing_ok=True)
+        self.interactive = sys.stderr.isatty()
+        self.started, self.start_step = time.perf_counter(), start_step
+        self.last_time, self.last_step = self.started, start_step
+        self.progress = None
+        if self.interactive:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
+                                     TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                                     transient=False)
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, status="")
+            self.progress.start()
+
+    def images_per_s(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        return rate
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
+        """Record scalars; show the headline ones on the terminal."""
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
+        self.metrics.flush()
+        evaluation = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("eval/")}
+        if evaluation:  # a line of its own that stays on screen
+            shown = " ".join(f"{k} {v:.4g}" for k, v in evaluation.items())
+            self.message(f"step {step}/{self.total} evaluation: {shown}")
+            return
+        status = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in values.items()
+                          if k.startswith("loss/") or k in ("speed/images_per_s",))
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, status=f"epoch {epoch} {status}")
+        else:
+            elapsed = time.perf_counter() - self.started
+            rate = (step - self.start_step) / max(elapsed, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else 0.0
+            print(f"step {step}/{self.total} epoch {epoch} {status} eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, grid, step)
+
+    def message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.writer.close()
+        self.metrics.close()
+
+
+def _reopen_metrics(path: Path, start_step: int) -> Any:
+    """Open the metrics file for appending, first dropping rows past ``start_step``: a run killed
+    after its last checkpoint logged steps that the resumed run will log again."""
+    if path.exists() and start_step > 0:
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+    return open(path, "a", encoding="utf-8")
+
+
+class SilentLog:
+    """What the processes other than rank 0 log in distributed training: nothing."""
+
+    def images_per_s(self, step: int) -> float:
+        return 0.0
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""The hooks a cgan-kit plugin can implement.
+
+A plugin is a module named by an entry point in the ``cgan_kit`` group. It marks its hook
+implementations with ``cgan_kit.hookimpl``; each ``register_*`` hook receives a callback
+``register(name, factory)`` that adds one component of that kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+PROJECT = "cgan_kit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[str, Callable[..., Any]], None]
+
+
+@hookspec
+def register_methods(register: Register) -> None:
+    """Register training methods: ``cgan_kit.Method`` subclasses (the class is the factory)."""
+
+
+@hookspec
+def register_generators(register: Register) -> None:
+    """Register generators: ``factory(in_channels, out_channels, **params) -> nn.Module``."""
+
+
+@hookspec
+def register_critics(register: Register) -> None:
+    """Register critics: ``factory(in_channels, **params) -> nn.Module`` returning per-patch scores."""
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register losses: factories returning an ``AdversarialLoss`` or a ``ReconstructionLoss``."""
+
+
+@hookspec
+def register_norms(register: Register) -> None:
+    """Register normalizations: factories returning a ``Norm``."""
+
+
+@hookspec
+def register_activations(register: Register) -> None:
+    """Register activations: factories returning a fresh ``nn.Module``."""
+
+
+@hookspec
+def register_stabilizers(register: Register) -> None:
+    """Register stabilizers: factories returning a ``Stabilizer``."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets: ``factory(split, augment, **params)`` returning a map-style dataset."""
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add subcommands to the ``cgan`` click group."""

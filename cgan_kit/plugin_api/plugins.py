@@ -1,0 +1,154 @@
+"""Finding and loading plugins: entry points in the ``cgan_kit`` group, loaded once, on demand.
+
+Built-in components arrive this way too. A plugin that fails to import is reported (one warning
+line) and skipped, unless ``CGAN_STRICT_PLUGINS=1``; ``CGAN_DISABLE_PLUGINS=a,b`` skips plugins
+by entry-point name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterator
+
+import pluggy
+
+from cgan_kit.plugin_api import hookspecs
+from cgan_kit.errors import CganError
+from cgan_kit.plugin_api.registry import KINDS, Provider, Registry
+
+GROUP = "cgan_kit"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A plugin found through an entry point: where it came from, its hooks, or why it failed."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def provider(self) -> Provider:
+        return Provider(self.name, self.distribution, self.version)
+
+
+@dataclass
+class Plugins:
+    """The plugin manager, the registry it filled, and what loaded, failed or was disabled."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+    loaded: list[PluginInfo] = field(default_factory=list)
+    failed: list[PluginInfo] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+
+
+def _env_list(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def _strict() -> bool:
+    return os.environ.get("CGAN_STRICT_PLUGINS", "").strip().lower() not in ("", "0", "false", "no")
+
+
+_loaded: Plugins | None = None
+_extra: dict[str, Any] = {}  # plugins registered in-process (tests), by name
+
+
+def load() -> Plugins:
+    """Load every plugin and fill the registry; done once per process (until ``reset``)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _load()
+    return _loaded
+
+
+def reset() -> None:
+    """Forget the loaded plugins and registry: the next ``load()`` finds and fills them afresh."""
+    global _loaded
+    _loaded = None
+
+
+@contextlib.contextmanager
+def registered(plugin: Any, name: str) -> Iterator[Plugins]:
+    """Load every installed plugin plus ``plugin`` (a module or object with hook implementations)
+    under ``name``, in this process, as if it were installed; restored afterwards. For tests."""
+    _extra[name] = plugin
+    reset()
+    try:
+        yield load()
+    finally:
+        _extra.pop(name, None)
+        reset()
+
+
+def registry() -> Registry:
+    """The registry, filled by every plugin."""
+    return load().registry
+
+
+def _load() -> Plugins:
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    plugins = Plugins(manager=manager, registry=Registry())
+    disabled = set(_env_list("CGAN_DISABLE_PLUGINS"))
+    points = {p.name: p for p in metadata.entry_points(group=GROUP)}  # one per name, even if found twice
+    for name in sorted(points):
+        point = points[name]
+        dist = point.dist
+        info = PluginInfo(name, point.value, dist.metadata["Name"] if dist else "?", dist.version if dist else "?")
+        if name in disabled:
+            plugins.disabled.append(name)
+            continue
+        try:
+            module = point.load()
+            manager.register(module, name=name)
+            manager.check_pending()  # a misspelt hook name is an error, not a silent no-op
+        except Exception as error:  # a broken plugin must never stop the CLI
+            if manager.get_plugin(name) is not None:
+                manager.unregister(name=name)
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            if _strict():
+                raise CganError(f"plugin {name} ({info.distribution} {info.version}) failed to load: "
+                                f"{reason} (unset CGAN_STRICT_PLUGINS to skip it)") from error
+            print(f"warning: plugin {name} ({info.distribution} {info.version}) failed to load and was "
+                  f"skipped: {reason}", file=sys.stderr)
+            plugins.failed.append(PluginInfo(**{**info.__dict__, "error": reason}))
+            continue
+        hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(module) or []))
+        plugins.loaded.append(PluginInfo(**{**info.__dict__, "hooks": hooks}))
+    for name, plugin in _extra.items():
+        manager.register(plugin, name=name)
+        manager.check_pending()
+        hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(plugin) or []))
+        plugins.loaded.append(PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__), "(in-process)",
+                                         "0", hooks))
+    _fill(plugins)
+    return plugins
+
+
+def _fill(plugins: Plugins) -> None:
+    """Call every ``register_*`` hook, attributing each component to the plugin that registered it."""
+    providers = {info.name: info.provider for info in plugins.loaded}
+    for kind in KINDS.values():
+        caller = getattr(plugins.manager.hook, kind.hook)
+        for impl in reversed(caller.get_hookimpls()):  # registration order
+            provider = providers[impl.plugin_name]
+
+            def register(name: str, factory: Any, _kind: str = kind.name, _provider: Provider = provider) -> None:
+                plugins.registry.add(_kind, name, factory, _provider)
+
+            try:
+                impl.function(register=register)
+            except CganError:
+                raise
+            except Exception as error:
+                raise CganError(f"plugin {provider.plugin} ({provider.distribution}) failed in {kind.hook}: "
+                                f"{type(error).__name__}: {error}") from error

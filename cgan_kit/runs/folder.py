@@ -1,0 +1,135 @@
+"""Run folders: the layout of ``runs/<name>/``, making a new one, and picking its checkpoints.
+
+Every module that reads or writes a run folder (training, inference, the report, the reference
+converter) goes through ``RunFolder`` for its paths: the layout is spelled here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cgan_kit.errors import CganError
+from cgan_kit.runs import checkpoint
+
+RECIPE_FILE = "recipe.toml"
+CHECKPOINTS_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+REPORT_DIR = "report"
+TENSORBOARD_DIR = "tensorboard"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder and the paths inside it."""
+
+    path: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / RECIPE_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def samples(self) -> Path:
+        return self.path / SAMPLES_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / checkpoint.BEST_NAME
+
+    def sample(self, step: int) -> Path:
+        return self.samples / f"step_{step:08d}.png"
+
+    def checkpoint(self, step: int) -> Path:
+        return checkpoint.step_path(self.checkpoints, step)
+
+    def latest(self) -> Path | None:
+        return checkpoint.latest(self.checkpoints)
+
+    def saved_steps(self) -> list[tuple[int, Path]]:
+        return checkpoint.saved_steps(self.checkpoints)
+
+    def is_run(self) -> bool:
+        return self.recipe.is_file()
+
+    def make_parts(self) -> None:
+        """Create the folders a run writes into (again, where a user deleted one to save space)."""
+        try:
+            for part in (self.checkpoints, self.samples, self.tensorboard):
+                part.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CganError(f"cannot write the run folder {self.path}: {error.strerror or error}; choose a writable "
+                            "train.out_dir") from None
+
+    def make(self, recipe_text: str) -> None:
+        """Create the folder's parts and write its resolved recipe (atomically)."""
+        self.make_parts()
+        try:
+            tmp = self.path / f".{RECIPE_FILE}.tmp"
+            tmp.write_text(recipe_text, encoding="utf-8")
+            tmp.replace(self.recipe)
+        except OSError as error:
+            raise CganError(f"cannot write the run folder {self.path}: {error.strerror or error}; choose a writable "
+                            "train.out_dir") from None
+
+
+def first_free(folder: Path) -> RunFolder:
+    """The run folder itself, or ``name-2``, ``name-3``... when earlier runs hold it: a new run
+    never overwrites one (continuing one is ``--resume``)."""
+    candidate, number = folder, 1
+    while RunFolder(candidate).recipe.exists():
+        number += 1
+        candidate = folder.with_name(f"{folder.name}-{number}")
+    return RunFolder(candidate)
+
+
+def resolve_checkpoint(target: str | Path, which: str = "latest") -> Path:
+    """A checkpoint file, or one of a run folder's checkpoints: ``which`` is "latest", "best" (the
+    best held-out evaluation, ``train.best_metric``) or a step number."""
+    path = Path(target)
+    if not path.exists():
+        raise CganError(f"{path} does not exist; give a run folder (runs/NAME) or a .safetensors checkpoint")
+    if path.is_file():
+        if which != "latest":
+            raise CganError(f"--checkpoint {which}: {path} is a checkpoint file already; --checkpoint picks one of a "
+                            "run folder's checkpoints (give the run folder instead)")
+        return path
+    run = RunFolder(path)
+    folder = run.checkpoints if run.checkpoints.is_dir() else path
+    saved = checkpoint.saved_steps(folder)
+    if which == "best":
+        best = folder / checkpoint.BEST_NAME
+        if best.is_file():
+            return best
+        raise CganError(f"--checkpoint best: {folder} has no {checkpoint.BEST_NAME}; a run keeps one once it has "
+                        "evaluated on held-out data (train.eval_every, train.best_metric); use --checkpoint latest")
+    if which != "latest":
+        if not which.isdigit():
+            raise CganError(f'--checkpoint {which}: expected "latest", "best" or a step number')
+        for step, found in saved:
+            if step == int(which):
+                return found
+        steps = ", ".join(str(step) for step, _ in saved) or "none"
+        raise CganError(f"--checkpoint {which}: {folder} has no checkpoint of step {int(which)} (it has: {steps}; "
+                        "train.keep_checkpoints says how many are kept)")
+    if saved:
+        return saved[-1][1]
+    raise CganError(f"{path} holds no checkpoints (looked for {run.checkpoints}/step_*.safetensors); "
+                    "give a run folder made by `cgan run` or a checkpoint file")
