@@ -5,6 +5,7 @@ either way it trains, resumes, translates both ways and evaluates without any ch
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def test_a_third_party_method_trains_resumes_translates_and_evaluates(two_way, t
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/g_cycle" in row and "grad_norm/generators" in row for row in rows)
     assert any("eval/AtoB/ssim" in row and "eval/BtoA/ssim" in row for row in rows)  # both directions evaluated
+    best = state.read(run / "checkpoints" / "best.safetensors")[1]["best"]
+    assert best["metric"] == "eval/AtoB/ssim"  # train.best_metric, of the method's first direction
+    assert "Held-out AtoB/ssim (higher is better)" in (run / "report" / "index.html").read_text()
     assert (run / "samples" / "step_00000006.png").is_file() and (run / "report" / "index.html").is_file()
 
     image = tmp_path / "label.png"
@@ -97,7 +101,9 @@ def test_the_example_method_installs_with_pip_and_runs_through_the_cli(tmp_path:
     from test_third_party_plugins import Env
 
     env = Env(tmp_path / "venv")
-    env.pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+    source = tmp_path / "cgan-example-method"  # a copy: building writes into the source folder
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    env.pip("install", "--no-deps", "--no-build-isolation", str(source))
     assert "two_way" in env.cgan("list", "methods", env={"CGAN_STRICT_PLUGINS": "1"}).stdout
     recipe = tmp_path / "two_way.toml"
     recipe.write_text(RECIPE + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')

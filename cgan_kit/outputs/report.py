@@ -97,10 +97,17 @@ def _samples(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def best_key(rows: list[dict[str, Any]], metric: str) -> str:
+    """The log key training judges ``train.best_metric`` by: ``eval/<metric>``, or for a method with
+    several directions that of its first, ``eval/<direction>/<metric>``."""
+    keys = [key for row in rows for key in row if key.startswith("eval/") and key.endswith(f"/{metric}")]
+    return f"eval/{metric}" if not keys or f"eval/{metric}" in keys else keys[0]
+
+
 def best_evaluation(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The evaluation row with the best ``eval/<metric>``, after step 0 (the untrained baseline),
-    as training chooses ``best.safetensors``."""
-    key = f"eval/{metric}"
+    """The evaluation row with the best ``train.best_metric`` after step 0 (the untrained
+    baseline), as training chooses ``best.safetensors``."""
+    key = best_key(rows, metric)
     scored = [row for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
               and row.get("step", 0) > 0]
     if not scored:
@@ -238,8 +245,8 @@ def _plots(rows: list[dict[str, Any]], best: dict[str, Any] | None, metric: str)
     charts = []
     for key in evaluation:  # one chart each: their scales differ
         name = key.split("/", 1)[1]
-        direction = "lower" if name in LOWER_IS_BETTER else "higher"
-        mark = (best["step"], best[key]) if best is not None and name == metric else None
+        direction = "lower" if name.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "higher"
+        mark = (best["step"], best[key]) if best is not None and key == best_key(rows, metric) else None
         charts.append(plot(f"Held-out {name} ({direction} is better)", _series(rows, [key]), mark))
     charts += [plot(title, _series(rows, group)) for title, group in groups if group]
     return [chart for chart in charts if chart]

@@ -107,6 +107,8 @@ def _load() -> Plugins:
         if name in disabled:
             plugins.disabled.append(name)
             continue
+        if name in _extra:  # registered in-process under the same name: that one stands
+            continue
         try:
             module = point.load()
             manager.register(module, name=name)

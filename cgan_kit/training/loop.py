@@ -131,25 +131,11 @@ class Session:
 def setup(registry: Any, context: distributed.Context, device: torch.device | None, run: RunFolder, recipe: Recipe,
           resume_from: Path | None, until: int | None) -> Session | None:
     """Build the run: data, models, optimizers, the method's step and what logs around it; restore
-    a checkpoint when resuming. None when there is nothing left to train."""
+    a checkpoint when resuming. None when there is nothing left to train. The order matters: it
+    fixes which random numbers initialize what, so that runs and resumes are reproducible."""
     cfg = recipe.train
-    device = device or pick_device(cfg.device)
-    if device.type == "cpu":
-        allocator.keep_freed_memory()  # no page faults on each step's large gradients (allocator.py)
-    torch.manual_seed(cfg.seed)  # the same on every process: identical initial weights
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-    # Data first: a missing folder should fail before minutes of model building.
-    train_set = build_dataset(recipe, registry, "train", augment=True)
-    try:
-        held_out = build_dataset(recipe, registry, cfg.eval_split, augment=False)
-    except CganError as error:
-        if context.main:
-            print(f"warning: no evaluation: {error}", file=sys.stderr)
-        held_out = None
+    device = prepare_process(cfg, device)
+    train_set, held_out = datasets(recipe, registry, context)
 
     models = build_models(recipe, registry)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -181,29 +167,9 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
                   file=sys.stderr)
         return None
 
-    # Forward passes call compiled networks; updates, checkpoints, EMA and evaluation the plain ones.
-    if cfg.compile:
-        mode = cuda_graph.compile_mode(cfg.compile, device) if cfg.cuda_graphs else cfg.compile
-        forward = Networks({role: torch.compile(net, mode=mode) for role, net in models.networks.items()},
-                           models.networks.kinds)
-    else:
-        forward = models.networks
-    # A captured step must recompute its weight casts at every replay, not cache them across it.
-    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
-                              cache_enabled=not cuda_graph.captures(cfg.cuda_graphs, device))
     nonfinite = NonFiniteLosses(device, context, tuple(optimizers))
-    kit = Kit(models, forward, optimizers, scalers, nonfinite, autocast, cfg.generator_steps, context)
-    models.method.setup(kit)
-
-    if cfg.data_cache == "device":  # decoded once, augmented where the model runs
-        check_batch_fits(train_set, cfg.batch_size, context.world)
-        cache = DeviceCache(train_set, device)
-        feed = cache.batches(EpochBatches(len(train_set), cfg.batch_size, cfg.seed, batches_seen, context.rank,
-                                          context.world))
-    else:
-        workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
-        feed = iter(train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device,
-                                 context.rank, context.world))
+    kit = method_kit(recipe, models, optimizers, scalers, nonfinite, amp_dtype, device, context)
+    feed, cache_note = training_feed(recipe, train_set, batches_seen, device, context)
     fixed = fixed_samples(recipe, registry, device)
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
 
@@ -213,23 +179,78 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
     log.message(f"run folder {run.path} ({recipe.method.type}, {device}{processes}, {precision}, "
                 f"{len(train_set)} training examples)")
-    if cfg.data_cache == "device":
-        log.message(f"the training split is cached on {device}: {cache.megabytes:.0f} MB")
-    warning = precision_warning(amp_dtype, device)
-    if warning:
-        log.message(warning)
+    for note in (cache_note, precision_warning(amp_dtype, device)):
+        if note:
+            log.message(note)
     train_step = models.method.train_step
     if cfg.cuda_graphs:
         train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
         if device.type != "cuda":
             log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
-    first_direction = next(iter(type(models.method).directions))
-    best_key = measure_key(models.method, first_direction, cfg.best_metric)
-
+    best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
     return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
                    base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
                    saved_best(run, best_key) if main else None, nonfinite, log, context, device, step, stop_at,
                    batches_seen)
+
+
+def prepare_process(cfg: Any, device: torch.device | None) -> torch.device:
+    """The training device, the seed every process starts from, and deterministic kernels if asked."""
+    device = device or pick_device(cfg.device)
+    if device.type == "cpu":
+        allocator.keep_freed_memory()  # no page faults on each step's large gradients (allocator.py)
+    torch.manual_seed(cfg.seed)  # the same on every process: identical initial weights
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def datasets(recipe: Recipe, registry: Any, context: distributed.Context) -> tuple[Any, Any]:
+    """The training split and the held-out one (None, with a warning, where there is none). Data
+    comes first: a missing folder should fail before minutes of model building."""
+    train_set = build_dataset(recipe, registry, "train", augment=True)
+    try:
+        return train_set, build_dataset(recipe, registry, recipe.train.eval_split, augment=False)
+    except CganError as error:
+        if context.main:
+            print(f"warning: no evaluation: {error}", file=sys.stderr)
+        return train_set, None
+
+
+def method_kit(recipe: Recipe, models: Models, optimizers: dict[str, torch.optim.Optimizer],
+               scalers: dict[str, torch.amp.GradScaler], nonfinite: NonFiniteLosses, amp_dtype: torch.dtype | None,
+               device: torch.device, context: distributed.Context) -> Kit:
+    """Hand the method what its step uses: forward passes (compiled under train.compile; updates,
+    checkpoints, EMA and evaluation use the plain modules), the precision, and the updates."""
+    cfg = recipe.train
+    if cfg.compile:
+        mode = cuda_graph.compile_mode(cfg.compile, device) if cfg.cuda_graphs else cfg.compile
+        forward = Networks({role: torch.compile(net, mode=mode) for role, net in models.networks.items()},
+                           models.networks.kinds)
+    else:
+        forward = models.networks
+    # A captured step must recompute its weight casts at every replay, not cache them across it.
+    autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
+                              cache_enabled=not cuda_graph.captures(cfg.cuda_graphs, device))
+    kit = Kit(models, forward, optimizers, scalers, nonfinite, autocast, cfg.generator_steps, context)
+    models.method.setup(kit)
+    return kit
+
+
+def training_feed(recipe: Recipe, train_set: Any, batches_seen: int, device: torch.device,
+                  context: distributed.Context) -> tuple[Any, str | None]:
+    """The training batches from where a resumed run left off, and a note for the log."""
+    cfg = recipe.train
+    if cfg.data_cache == "device":  # decoded once, augmented where the model runs
+        check_batch_fits(train_set, cfg.batch_size, context.world)
+        cache = DeviceCache(train_set, device)
+        sampler = EpochBatches(len(train_set), cfg.batch_size, cfg.seed, batches_seen, context.rank, context.world)
+        return cache.batches(sampler), f"the training split is cached on {device}: {cache.megabytes:.0f} MB"
+    workers = auto_workers(device) if cfg.workers == "auto" else cfg.workers
+    return iter(train_loader(train_set, cfg.batch_size, cfg.seed, batches_seen, workers, device, context.rank,
+                             context.world)), None
 
 
 def saved_best(run: RunFolder, key: str) -> dict[str, Any] | None:
