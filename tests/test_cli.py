@@ -115,7 +115,8 @@ def test_unknown_command_suggests():
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_recipe_passes_check(recipe):
     report = json.loads(cgan("check", str(recipe), "--json", check=True).stdout)
-    assert report["generator"]["parameters"] > 0 and report["critic"]["parameters"] > 0
+    assert report["roles"] and all(report[role]["parameters"] > 0 for role in report["roles"])
+    assert {report[role]["kind"] for role in report["roles"]} == {"generator", "critic"}
 
 
 def test_facades_recipe_is_the_papers_networks():

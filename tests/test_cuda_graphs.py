@@ -215,3 +215,37 @@ def test_a_batch_of_another_shape_is_named_not_broadcast():
     with pytest.raises(CganError, match=r"train.cuda_graphs = true: a batch of input shaped \(1, 4\) after batches "
                                         r"of \(2, 4\)"):
         captured([{"input": torch.ones(1, 4), "target": torch.ones(1, 4)}], 2)
+
+
+def test_the_cyclegan_step_is_capture_ready_too(tmp_path):
+    """A second method, four networks and two pools-free critics: no host reads, state in place."""
+    from test_cyclegan import TINY
+
+    recipe = tmp_path / "cyc.toml"
+    without_pool = TINY.replace('[[stabilizers]]\ntype = "history_buffer"\nsize = 3\n', "")
+    recipe.write_text(without_pool + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
+    registry = plugins.registry()
+    loaded = load(recipe, [], registry)
+    torch.manual_seed(0)
+    models = build_models(loaded, registry)
+    models.setup_stabilizers(loaded.train.steps)
+    device, context = torch.device("cpu"), distributed.Context()
+    optimizers = build_optimizers(models, loaded.optim, device)
+    for optimizer in optimizers.values():
+        optimizer.param_groups[0]["lr"] = torch.tensor(2e-4)
+    scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
+    kit = Kit(models, models.networks, optimizers, scalers, NonFiniteLosses(device, context, tuple(optimizers)),
+              torch.autocast("cpu", enabled=False), 1, context)
+    models.method.setup(kit)
+    batches = [{"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}]
+    number = torch.tensor(1)
+    models.method.train_step(batches, number)
+    found = {f"{role}.{k}": v for role, network in models.networks.items()
+             for k, v in network.state_dict(keep_vars=True).items()}
+    before = {k: v.data_ptr() for k, v in found.items()}
+    with HostReads() as reads:
+        for n in (2, 3):
+            number.fill_(n)
+            models.method.train_step(batches, number)
+    assert reads.seen == []
+    assert all(found[k].data_ptr() == address for k, address in before.items())

@@ -306,7 +306,7 @@ def test_a_recipe_the_weights_do_not_fit_is_refused_in_one_line(tmp_path, overri
     weights = tmp_path / "G.pth"
     torch.save(RefUnet(depth=5, ngf=4).state_dict(), weights)
     with pytest.raises(CganError) as error:
-        reference.convert(str(tiny_recipe(tmp_path)), weights, None, [*FIT[1::2], override], tmp_path / "run")
+        reference.convert(str(tiny_recipe(tmp_path)), {"generator": weights}, [*FIT[1::2], override], tmp_path / "run")
     assert named in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
 
@@ -326,4 +326,65 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path):
     # A discriminator given as the generator is named as such.
     torch.save(RefPatchGAN(6, 4, 2).state_dict(), tmp_path / "D.pth")
     with pytest.raises(CganError, match="discriminator"):
-        reference.convert(str(tiny_recipe(tmp_path)), tmp_path / "D.pth", None, [], tmp_path / "run")
+        reference.convert(str(tiny_recipe(tmp_path)), {"generator": tmp_path / "D.pth"}, [], tmp_path / "run")
+
+
+CYCLEGAN = """
+[method]
+type = "cyclegan"
+
+[data]
+type = "synthetic_unpaired"
+size = 32
+
+[generator]
+type = "resnet"
+blocks = 2
+ngf = 4
+
+[critic]
+type = "patchgan"
+n_layers = 2
+ndf = 4
+norm = "instance"
+
+[[losses]]
+type = "lsgan"
+
+[train]
+steps = 2
+precision = "fp32"
+"""
+
+
+def test_reference_cyclegan_weights_become_a_run_computing_the_same_images(tmp_path):
+    """G_A, G_B, D_A and D_B of the reference's cycle_gan model: G_A translates A to B, D_A judges
+    its outputs (domain B: our critic_b), D_B judges domain A (our critic_a)."""
+    refs = {"G_A": trained(RefResnet(blocks=2, ngf=4), 1), "G_B": trained(RefResnet(blocks=2, ngf=4), 2),
+            "D_A": trained(RefPatchGAN(3, ndf=4, n_layers=2, norm="instance"), 3),
+            "D_B": trained(RefPatchGAN(3, ndf=4, n_layers=2, norm="instance"), 4)}
+    paths = {}
+    for name, net in refs.items():
+        paths[name] = tmp_path / f"latest_net_{name}.pth"
+        torch.save(net.state_dict(), paths[name])
+    recipe = tmp_path / "cyclegan.toml"
+    recipe.write_text(CYCLEGAN + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
+    run = tmp_path / "converted"
+    result = cgan("convert-reference", str(recipe), str(paths["G_A"]), "--weights", f"b_to_a={paths['G_B']}",
+                  "--weights", f"critic_b={paths['D_A']}", "--weights", f"critic_a={paths['D_B']}",
+                  "--out", str(run), check=True)
+    assert "a_to_b, b_to_a, critic_a, critic_b" in result.stdout
+    tensors, meta = checkpoint.load(checkpoint.step_path(run / "checkpoints", 0))
+    models = build_models(load(run / "recipe.toml"), plugins.registry())
+    for role, network in models.networks.items():
+        network.load_state_dict(checkpoint.split(tensors, f"networks.{role}"))
+        network.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for role, name in (("a_to_b", "G_A"), ("b_to_a", "G_B"), ("critic_b", "D_A"), ("critic_a", "D_B")):
+            torch.testing.assert_close(models.networks[role](x), refs[name](x), rtol=1e-5, atol=1e-6)
+    assert meta["converted_from"]["critic_b"] == str(paths["D_A"].resolve())
+    one = cgan("convert-reference", str(recipe), str(paths["G_A"]), "--critic", str(paths["D_A"]),
+               "--out", str(tmp_path / "other"))
+    assert one.returncode == 2 and "--critic: the recipe's method has 2 critics" in one.stderr
+    cgan("run", "--resume", str(run), "--until", "1", check=True)  # fine-tunes from the converted weights

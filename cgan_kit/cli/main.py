@@ -438,6 +438,8 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
         click.echo(f"  L1    {report['l1']:.4f}  (in [-1, 1] units)")
         click.echo(f"  PSNR  {report['psnr']:.2f} dB")
         click.echo(f"  SSIM  {report['ssim']:.4f}")
+    if "cycle_l1" in report:
+        click.echo(f"  cycle L1 {report['cycle_l1']:.4f}  (the round trip back to the input)")
     if "fid" in report:
         click.echo(f"  FID   {report['fid']:.2f}")
         click.echo(f"  KID   {report['kid']:.5f} +- {report['kid_std']:.5f}")

@@ -68,7 +68,8 @@ class Models:
         for role, network in self.networks.items():
             stand_in = None
             if self.networks.kinds[role] == "generator":
-                stand_in = next((s for s in (st.eval_generator(role) for st in self.stabilizers) if s is not None), None)
+                offered = (stabilizer.eval_generator(role) for stabilizer in self.stabilizers)
+                stand_in = next((network for network in offered if network is not None), None)
             chosen[role] = stand_in if stand_in is not None else network
         return Networks(chosen, self.networks.kinds)
 

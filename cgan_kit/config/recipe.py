@@ -244,8 +244,8 @@ def validate(raw: Any, source: str, registry: Registry) -> Recipe:
     for name, kind in network_kinds.items():
         found = _lookup(raw, name)
         if found is None:
-            problems.append(Problem(name, f"missing table [{name}] with a type (see `cgan list "
-                                          f"{KINDS[kind].plural}`); method \"{method.type}\" builds its {kind} from it"))
+            problems.append(Problem(name, f"missing table [{name}] with a type (see `cgan list {KINDS[kind].plural}`); "
+                                          f'method "{method.type}" builds its {kind} from it'))
         else:
             components["networks"][name] = _component(found, name, kind, registry, problems)
 

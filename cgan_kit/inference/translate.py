@@ -51,6 +51,7 @@ class Loaded:
     in_channels: int
     out_channels: int
     measures: str              # the method's: "paired" or "unpaired"
+    back: nn.Module | None = None  # the generator of the opposite direction, where the method has one
 
     @property
     def step(self) -> int:
@@ -84,11 +85,17 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
             raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
                             "leave out --ema")
     chosen = chosen.to(torch_device).eval().requires_grad_(False)
+    opposite = next((d for d in directions.values()
+                     if (d.source, d.target) == (chosen_direction.target, chosen_direction.source)), None)
+    back = None
+    if opposite is not None:
+        back = (models.eval_networks() if used_ema else models.networks)[opposite.role]
+        back = back.to(torch_device).eval().requires_grad_(False)
     data_in, data_out = int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"])
     in_channels = models.method.channels(role, data_in, data_out)["in_channels"]
     out_channels = models.method.channels(role, data_in, data_out)["out_channels"]
     return Loaded(path, recipe, meta, chosen, used_ema, torch_device, name, chosen_direction.source,
-                  chosen_direction.target, in_channels, out_channels, type(models.method).measures)
+                  chosen_direction.target, in_channels, out_channels, type(models.method).measures, back)
 
 
 def set_mode(generator: nn.Module, mode: Mode) -> None:

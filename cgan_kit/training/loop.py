@@ -330,6 +330,8 @@ def loop(s: Session) -> None:
 def evaluate_and_keep_best(s: Session, epoch: int) -> None:
     """Evaluate on the held-out split; keep the state as ``best.safetensors`` when it improves."""
     results = evaluate(s.models, s.evaluation, s.device)
+    if not results:  # the method has no held-out measure to compute here
+        return
     s.log.scalars(s.step, results, epoch)
     # Step 0 only sets the baseline in the log: the untrained generator is nobody's best.
     if s.step > 0 and improves(results, s.best, s.best_key):

@@ -292,10 +292,12 @@ def _check_channels(problems: list[Problem], data: Any, name: str, recipe: int, 
                                                 f"{recipe}", fix))
 
 
-def generator_problems(recipe: Any, renaming: Renaming, renamed: dict[str, Tensor]) -> list[Problem]:
-    """How the recipe's generator differs from the reference weights (empty: they fit)."""
+def generator_problems(recipe: Any, renaming: Renaming, renamed: dict[str, Tensor],
+                       channels: dict[str, int]) -> list[Problem]:
+    """How the recipe's generator differs from the reference weights (empty: they fit);
+    ``channels`` are the ones the method gives this generator."""
     component, data = recipe.generator, recipe.data
-    in_channels, out_channels = int(data.args["in_channels"]), int(data.args["out_channels"])
+    in_channels, out_channels = channels["in_channels"], channels["out_channels"]
     args, problems = component.args, []
     if "depth" in renaming.structure:  # a U-Net
         depth = renaming.structure["depth"]
@@ -342,18 +344,19 @@ def generator_problems(recipe: Any, renaming: Renaming, renamed: dict[str, Tenso
     return problems
 
 
-def critic_problems(recipe: Any, renaming: Renaming, renamed: dict[str, Tensor]) -> list[Problem]:
+def critic_problems(recipe: Any, renaming: Renaming, renamed: dict[str, Tensor],
+                    channels: dict[str, int]) -> list[Problem]:
     """How the recipe's critic differs from the reference NLayerDiscriminator weights."""
     args, problems = recipe.critic.args, []
-    pair = int(recipe.data.args["in_channels"]) + int(recipe.data.args["out_channels"])
+    pair = channels["in_channels"]
     _check_value(problems, "critic.n_layers", args["n_layers"], renaming.structure["n_layers"],
                  "{} layers")
     _check_value(problems, "critic.ndf", args["ndf"], renamed["body.0.weight"].shape[0],
                  "{} channels in the first convolution")
     taken = renamed["body.0.weight"].shape[1]
     if taken != pair:
-        problems.append(Problem("data", f"the critic weights take {taken} channels (input and output image "
-                                        f"together), the recipe's data pairs {pair}", ""))
+        problems.append(Problem("data", f"the critic weights take {taken} channels, the recipe's method shows "
+                                        f"its critic {pair} (pix2pix: input and output image together)", ""))
     problems += _check_norm("critic.norm", args["norm"], _norm_of(renamed, "body.2"))
     problems += _check_activation("critic.activation", args["activation"], "leaky_relu", {"slope": 0.2})
     return problems
@@ -413,7 +416,8 @@ class Converted:
     folder: Path
     checkpoint: Path
     generator: str  # e.g. "unet, 8 levels"
-    critic: str  # "converted" or "fresh"
+    converted: list[str]  # the roles whose weights came from the reference
+    fresh: list[str]  # the roles that start as `cgan run` builds them
     parameters: int
 
 
@@ -445,9 +449,9 @@ def _critic_renaming(component: Any, keys: list[str], path: Path) -> Renaming:
 
 
 def _convert_network(module: torch.nn.Module, tensors: dict[str, Tensor], renaming: Renaming, problems: Any,
-                     recipe: Any, what: str, path: Path) -> None:
+                     recipe: Any, what: str, path: Path, channels: dict[str, int]) -> None:
     renamed = rename(tensors, renaming)
-    _raise(problems(recipe, renaming, renamed), path)
+    _raise(problems(recipe, renaming, renamed, channels), path)
     module.load_state_dict(fit(module.state_dict(), renamed, renaming, what, path))
 
 
@@ -458,10 +462,12 @@ def _check_out(out: Path) -> None:
                         "writes into an existing one)")
 
 
-def convert(recipe_path: str, generator_path: Path, critic_path: Path | None, overrides: list[str],
-            out: Path) -> Converted:
-    """Check, load and write: the reference weights as step 0 of a new run folder ``out``."""
-    from cgan_kit.config.build import build_models
+def convert(recipe_path: str, weights: dict[str, Path], overrides: list[str], out: Path) -> Converted:
+    """Check, load and write: the reference weights, by the recipe method's role (``{"generator":
+    latest_net_G.pth, "critic": latest_net_D.pth}`` for pix2pix; ``a_to_b``, ``b_to_a``,
+    ``critic_a``, ``critic_b`` for CycleGAN's G_A, G_B, D_B and D_A), as step 0 of a new run
+    folder ``out``. Roles without weights start fresh, as `cgan run` would build them."""
+    from cgan_kit.config.build import build_models, channels
     from cgan_kit.config.recipe import load
     from cgan_kit.plugin_api import plugins
     from cgan_kit.runs import state
@@ -470,35 +476,47 @@ def convert(recipe_path: str, generator_path: Path, critic_path: Path | None, ov
     _check_out(out)  # before any work, and again just before writing
     registry = plugins.registry()
     recipe = load(recipe_path, overrides, registry)
-    g_tensors = read_state_dict(generator_path, "generator")
-    d_tensors = read_state_dict(critic_path, "critic") if critic_path is not None else None
-    g_renaming = _generator_renaming(recipe.generator, list(g_tensors), generator_path)
-    d_renaming = _critic_renaming(recipe.critic, list(d_tensors), critic_path) if d_tensors is not None else None
+    method = registry.get("method", recipe.method.type).factory
+    for role in weights:
+        if role not in method.networks:
+            raise CganError(f'{role}: method "{recipe.method.type}" has no such network; its roles are '
+                            f"{', '.join(method.networks)}")
+    generators = [role for role in weights if method.networks[role].kind == "generator"]
+    if not generators:
+        raise CganError(f'convert-reference needs generator weights: method "{recipe.method.type}" has '
+                        f"{', '.join(r for r, n in method.networks.items() if n.kind == 'generator')}")
+    loaded, renamings = {}, {}
+    for role, path in weights.items():
+        kind = method.networks[role].kind
+        loaded[role] = read_state_dict(path, kind)
+        renamings[role] = (_generator_renaming(recipe.generator, list(loaded[role]), path) if kind == "generator"
+                           else _critic_renaming(recipe.critic, list(loaded[role]), path))
 
-    torch.manual_seed(recipe.train.seed)  # a fresh critic is the one `cgan run` would have built
+    torch.manual_seed(recipe.train.seed)  # fresh networks are the ones `cgan run` would have built
     models = build_models(recipe, registry)
-    _convert_network(models.networks["generator"], g_tensors, g_renaming, generator_problems, recipe, "generator",
-                     generator_path)
-    if d_tensors is not None:
-        _convert_network(models.networks["critic"], d_tensors, d_renaming, critic_problems, recipe, "critic", critic_path)
+    data_in, data_out = channels(recipe)
+    for role, path in weights.items():
+        kind = method.networks[role].kind
+        problems = generator_problems if kind == "generator" else critic_problems
+        _convert_network(models.networks[role], loaded[role], renamings[role], problems, recipe, role, path,
+                         models.method.channels(role, data_in, data_out))
     # As `cgan run` does before its first checkpoint: stabilizers may change the networks (spectral
     # norm) or copy them (the moving average), so the checkpoint holds what a resume expects.
     models.setup_stabilizers(recipe.train.steps)
     tensors, meta = state.state_tensors(models, include_rng=False)  # no optimizer state: a resume starts fresh
-    sources = {"generator": str(generator_path.resolve())}
-    if critic_path is not None:
-        sources["critic"] = str(critic_path.resolve())
+    sources = {role: str(path.resolve()) for role, path in weights.items()}
     meta = {"step": 0, "batches": 0, **meta, "recipe": recipe.to_toml(), "versions": state.versions(),
             "converted_from": {**sources, "format": REFERENCE}}
 
     _check_out(out)
     run = RunFolder(out)
+    first = weights[generators[0]]
     run.make(f"# Resolved by cgan-kit {__version__} from {recipe_path} for weights converted from "
-             f"{generator_path}; fine-tune with `cgan run --resume {out}`.\n{recipe.to_toml()}")
+             f"{first}; fine-tune with `cgan run --resume {out}`.\n{recipe.to_toml()}")
     path = run.checkpoint(0)
     checkpoint.save(path, tensors, meta)
 
-    structure = ", ".join(f"{k} {v}" for k, v in g_renaming.structure.items() if k != "dropout")
-    parameters = sum(p.numel() for p in models.networks["generator"].parameters())
-    return Converted(out, path, f"{recipe.generator.type}, {structure}",
-                     "converted" if d_tensors is not None else "fresh", parameters)
+    structure = ", ".join(f"{k} {v}" for k, v in renamings[generators[0]].structure.items() if k != "dropout")
+    parameters = sum(p.numel() for p in models.networks[generators[0]].parameters())
+    fresh = [role for role in method.networks if role not in weights]
+    return Converted(out, path, f"{recipe.generator.type}, {structure}", sorted(weights), fresh, parameters)
