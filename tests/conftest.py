@@ -47,11 +47,16 @@ precision = "fp32"  # tests compare runs to 1e-5; "auto" is bf16 on CPUs with ha
 """
 
 
-def cgan(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None,
+def cgan(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str | None] | None = None,
          check: bool | None = None) -> subprocess.CompletedProcess:
-    """Run the real `cgan` command line; check=True asserts exit 0, check=False asserts it failed."""
+    """Run the real `cgan` command line; check=True asserts exit 0, check=False asserts it failed.
+    ``env`` adds variables to the environment, or removes those given as None."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CGAN_")}
-    full_env.update(env or {})
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
     result = subprocess.run([sys.executable, "-m", "cgan_kit", *args], capture_output=True, text=True,
                             cwd=cwd, timeout=timeout, env=full_env)
     if check is True:
@@ -64,6 +69,22 @@ def cgan(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[st
 # The models in tests are tiny: one thread computes them as fast as two, and OpenMP threads competing
 # with other work for the same cores can make a step many times slower.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def _share_the_cores() -> int:
+    """The CPU threads each pytest worker, and each `cgan` process it starts, may use: the cores
+    divided among the workers (at least one), instead of every process taking all of them, which
+    made busy-waiting OpenMP threads collapse (issue 18). Set before torch starts its threads."""
+    import math
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, math.floor(cores / workers))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # inherited by every cgan subprocess
+    return threads
+
+
+SHARED_THREADS = _share_the_cores()
 
 
 def cgan_one_thread(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -209,7 +209,7 @@ def test_the_papers_facades_setup_runs_on_real_data_and_resumes(tmp_path):
 def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(tiny_recipe):
     result = cgan("run", str(tiny_recipe), "--set", "train.precision=auto", "--until", "1", check=True)
     expected = "bf16" if cpu_native_bf16() else "fp32"  # this machine's CPU decides; the log says
-    assert f"(pix2pix, cpu, {expected}, 64 training examples)" in result.stderr, result.stderr
+    assert f"(pix2pix, cpu, {expected}, 64 training examples; " in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

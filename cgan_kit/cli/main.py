@@ -353,6 +353,20 @@ CHECKPOINT_HELP = ("Which of the run folder's checkpoints: latest, best (the bes
                    "train.best_metric) or a step number.")
 which_checkpoint = click.option("--checkpoint", "which", default="latest", show_default=True,
                                 metavar="latest|best|STEP", help=CHECKPOINT_HELP)
+THREADS_HELP = ("CPU threads: auto (the CPUs free of other work) or a number; OMP_NUM_THREADS, MKL_NUM_THREADS "
+                "or CGAN_THREADS in the environment win.")
+threads_option = click.option("--threads", default="auto", show_default=True, metavar="auto|N", help=THREADS_HELP)
+
+
+def _threads(value: str) -> None:
+    """Choose and set the thread count a command computes with."""
+    from cgan_kit.threads import apply, choose
+
+    if value != "auto" and not (value.isdigit() and int(value) > 0):
+        raise CganError(f'--threads {value}: expected "auto" or a positive number')
+    apply(choose(value if value == "auto" else int(value)))
+
+
 which_direction = click.option("--direction", default=None, metavar="NAME",
                                help="Which of the method's directions to translate in (pix2pix: AtoB, its only "
                                     "one). Default: the method's first.")
@@ -376,8 +390,9 @@ def _weights(loaded) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @which_checkpoint
 @which_direction
+@threads_option
 def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bool | None, mode: str,
-              batch_size: int, seed: int, device: str, which: str, direction: str | None) -> None:
+              batch_size: int, seed: int, device: str, which: str, direction: str | None, threads: str) -> None:
     """Translate images with a trained generator.
 
     RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names) or a
@@ -391,6 +406,7 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
     from cgan_kit.inference.translate import find_images, load_generator
     from cgan_kit.inference.translate import translate as run_translate
 
+    _threads(threads)
     files = find_images([Path(i) for i in inputs])
     loaded = load_generator(run_or_checkpoint, ema=ema, device=device, which=which, direction=direction)
     written = run_translate(loaded, files, Path(out), mode, batch_size, seed)
@@ -414,9 +430,10 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @which_checkpoint
 @which_direction
+@threads_option
 def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid: bool | None, ema: bool | None,
                  limit: int | None, batch_size: int, device: str, as_json: bool, which: str,
-                 direction: str | None) -> None:
+                 direction: str | None, threads: str) -> None:
     """Measure a trained generator on a split of its recipe's data.
 
     Eval-mode generator (EMA weights when present) on the data as the recipe evaluates it. L1 is in
@@ -426,6 +443,7 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
     """
     from cgan_kit.outputs.evaluation import evaluate_checkpoint
 
+    _threads(threads)
     report = evaluate_checkpoint(run_or_checkpoint, data_root=data_root, split=split, fid=fid, ema=ema,
                                  batch_size=batch_size, limit=limit, device=device, which=which, direction=direction)
     if as_json:

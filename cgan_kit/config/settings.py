@@ -27,6 +27,11 @@ class TrainSettings:
         deterministic: Ask torch for deterministic kernels (slower; bit-identical reruns on one machine).
         device: "auto" (CUDA when present, else CPU) or a torch device such as "cpu" or "cuda:1".
         workers: DataLoader worker processes; "auto" uses them only where they pay.
+        threads: CPU threads for computing: "auto" takes the CPUs this process may use (affinity,
+            cgroup quota) less those other work keeps busy, shares them between --nproc processes,
+            and keeps adapting while training when step times show the load changed; a number
+            fixes it (a fixed count also makes reruns bit-identical). OMP_NUM_THREADS,
+            MKL_NUM_THREADS or CGAN_THREADS in the environment always win.
         log_every: Steps between log lines and TensorBoard scalars.
         sample_every: Steps between sample images (0: only at the end).
         checkpoint_every: Steps between checkpoints (a checkpoint is always written at the end).
@@ -68,6 +73,7 @@ class TrainSettings:
     deterministic: bool = False
     device: str = "auto"
     workers: Literal["auto"] | Annotated[int, Range(ge=0)] = "auto"
+    threads: Literal["auto"] | Annotated[int, Range(ge=1, le=1024)] = "auto"
     log_every: Annotated[int, Range(ge=1)] = 50
     sample_every: Annotated[int, Range(ge=0)] = 500
     checkpoint_every: Annotated[int, Range(ge=1)] = 500

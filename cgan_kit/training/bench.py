@@ -31,6 +31,7 @@ from cgan_kit.errors import CganError
 from cgan_kit.config.recipe import load
 from cgan_kit.training.updates import build_optimizers
 from cgan_kit.device import cpu_native_bf16, pick_device, resolve_precision
+from cgan_kit.threads import apply, choose
 from cgan_kit.training.loop import train
 
 
@@ -90,6 +91,7 @@ def bare_loop(recipe_path: str, overrides: list[str], steps: int) -> float:
     recipe = load(recipe_path, overrides, registry)
     cfg, opt = recipe.train, recipe.optim
     device = pick_device(cfg.device)
+    apply(choose(cfg.threads))  # the count bench chose for both loops
     torch.manual_seed(cfg.seed)
     models = build_models(recipe, registry)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -181,6 +183,10 @@ def bench(recipe_path: str, overrides: list[str], steps: int, rounds: int = 2) -
     kept_heap = device.type == "cpu" and allocator.keep_freed_memory()  # as `cgan run` does, process-wide
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # One thread count for both loops, chosen once: an "auto" count adapting inside the timed steps
+    # would measure the tuner, not the loop.
+    threads = choose(recipe.train.threads)
+    overrides = [*overrides, f"train.threads={threads.threads}"]
     bare_rounds, real_rounds = [], []
     for _ in range(rounds):
         bare_rounds.append(bare_loop(recipe_path, overrides, steps))

@@ -39,6 +39,7 @@ from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_f
 from cgan_kit.training.kit import Kit
 from cgan_kit.training.schedule import lr_factor
 from cgan_kit.training.updates import NonFiniteLosses, build_optimizers, grad_norms, set_learning_rate
+from cgan_kit.threads import Choice, ThreadTuner, allowed_cpus, apply, choose
 
 
 def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> None:
@@ -110,6 +111,7 @@ class Session:
     best: dict[str, Any] | None
     nonfinite: NonFiniteLosses
     log: Any
+    tuner: ThreadTuner | None  # adapts an "auto" thread count on the CPU
     context: distributed.Context
     device: torch.device
     step: int
@@ -135,6 +137,8 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     fixes which random numbers initialize what, so that runs and resumes are reproducible."""
     cfg = recipe.train
     device = prepare_process(cfg, device)
+    threads = choose(cfg.threads, context.world if device.type == "cpu" else 1)
+    apply(threads)
     train_set, held_out = datasets(recipe, registry, context)
 
     models = build_models(recipe, registry)
@@ -178,7 +182,7 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     processes = f", {context.world} processes" if context.active else ""
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
     log.message(f"run folder {run.path} ({recipe.method.type}, {device}{processes}, {precision}, "
-                f"{len(train_set)} training examples)")
+                f"{len(train_set)} training examples; {threads.describe()})")
     for note in (cache_note, precision_warning(amp_dtype, device)):
         if note:
             log.message(note)
@@ -190,8 +194,17 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
     return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
                    base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
-                   saved_best(run, best_key) if main else None, nonfinite, log, context, device, step, stop_at,
-                   batches_seen)
+                   saved_best(run, best_key) if main else None, nonfinite, log,
+                   thread_tuner(threads, device, context, log), context, device, step, stop_at, batches_seen)
+
+
+def thread_tuner(threads: Choice, device: torch.device, context: distributed.Context, log: Any) -> ThreadTuner | None:
+    """An "auto" thread count on the CPU keeps adapting to the machine's load (one process only:
+    several would each react to the others' changes)."""
+    if threads.source != "auto" or device.type != "cpu" or context.active:
+        return None
+    _, limit = allowed_cpus()
+    return ThreadTuner(threads.threads, int(limit), log.message)
 
 
 def prepare_process(cfg: Any, device: torch.device | None) -> torch.device:
@@ -324,6 +337,10 @@ def loop(s: Session) -> None:
                 s.save()
             if sampling or evaluating:
                 refresh_report(s, running=not last)
+            if s.tuner is not None and (sampling or evaluating or checkpointing):
+                s.tuner.restart()  # judge the thread count by steps that did nothing else
+            elif s.tuner is not None:
+                s.tuner.step_done()
     finish(s, time.perf_counter() - started)
 
 

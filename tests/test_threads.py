@@ -1,0 +1,94 @@
+"""CPU threads: "auto" takes the CPUs free of other work, the user's count wins, and the tuner
+keeps the fastest count when the load changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cgan_kit.threads import ThreadTuner, _cpu_times, allowed_cpus, choose
+
+from conftest import cgan
+
+
+@pytest.fixture
+def no_user_threads(monkeypatch):
+    for name in ("CGAN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_auto_takes_the_free_cpus_and_shares_them_between_processes(no_user_threads):
+    cpus, limit = allowed_cpus()
+    quiet = choose("auto", busy=lambda cpus: 0.0)
+    assert quiet.threads == max(1, int(limit)) and quiet.source == "auto"
+    crowded = choose("auto", busy=lambda cpus: len(cpus) - 0.1)  # others keep nearly every CPU busy
+    assert crowded.threads == 1 and "busy with other work" in crowded.reason
+    assert choose("auto", processes=len(cpus) * 2, busy=lambda cpus: 0.0).threads == 1
+
+
+def test_a_count_the_user_gives_wins(monkeypatch, no_user_threads):
+    assert choose(3).threads == 3 and choose(3).source == "fixed"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    chosen = choose("auto")
+    assert (chosen.threads, chosen.source, chosen.reason) == (5, "environment", "OMP_NUM_THREADS=5")
+    monkeypatch.setenv("CGAN_THREADS", "2")
+    assert choose(7).threads == 2  # CGAN_THREADS first
+
+
+def test_a_cgroup_quota_limits_the_cpus(tmp_path: Path):
+    quota = tmp_path / "cpu.max"
+    quota.write_text("50000 100000\n")  # half a CPU
+    assert allowed_cpus(quota)[1] == 0.5
+    quota.write_text("max 100000\n")
+    cpus, limit = allowed_cpus(quota)
+    assert limit == len(cpus)
+
+
+def test_cpu_times_read_proc_stat_lines(tmp_path: Path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 4 0 6 30 0 0 0 0 0 0\ncpu1 6 0 4 40 10 0 0 0 0 0\n")
+    assert _cpu_times([0], stat) == (10.0, 40.0)
+    assert _cpu_times([0, 1], stat) == (20.0, 100.0)
+
+
+def test_the_tuner_tries_a_neighbour_when_the_step_time_moves_for_good_and_keeps_the_faster():
+    used, said = [], []
+    tuner = ThreadTuner(2, 4, said.append, set_threads=used.append)
+    tuner.judge(3.0)  # the warm-up window: ignored
+    tuner.judge(1.0)  # the baseline of 2 threads
+    tuner.judge(1.1)  # within 30 %: nothing to do
+    tuner.judge(2.0)  # one slow window: a hiccup, perhaps
+    tuner.judge(1.0)
+    assert used == [] and said == []
+    tuner.judge(2.0)
+    tuner.judge(2.0)  # twice in a row: other work started; try one thread fewer
+    assert used == [1] and "rose" in said[-1]
+    tuner.judge(1.2)  # 1 thread is faster: kept
+    assert used == [1] and tuner.threads == 1 and "threads: 1" in said[-1]
+    tuner.judge(1.2)  # the new baseline
+    tuner.judge(0.6)
+    tuner.judge(0.6)  # the other work ended: step time fell; try one more
+    assert used[-1] == 2
+    tuner.judge(0.7)  # 2 threads are slower here: back to 1
+    assert tuner.threads == 1 and used[-1] == 1
+
+
+def test_the_tuner_times_windows_of_steps():
+    tuner = ThreadTuner(1, 1, lambda message: None, window=1.0, set_threads=lambda n: None)
+    tuner.restart(now=0.0)
+    tuner.step_done(1.5)  # the warm-up window
+    for now in (1.75, 2.0, 2.25):
+        tuner.step_done(now)
+    assert tuner.baseline is None
+    tuner.step_done(2.5)  # a window of 4 steps in 1 s
+    assert tuner.baseline == 0.25
+
+
+def test_a_run_names_its_thread_choice(tiny_recipe: Path):
+    env = {"OMP_NUM_THREADS": None}  # as a user who set nothing
+    auto = cgan("run", str(tiny_recipe), "--set", "train.threads=auto", "--until", "1", env=env, check=True)
+    assert "(auto: " in auto.stderr.splitlines()[0]
+    fixed = cgan("run", str(tiny_recipe), "--set", "train.threads=1", "--set", "train.name=fixed", "--until", "1",
+                 env=env, check=True)
+    assert "; 1 thread (threads = 1))" in fixed.stderr.splitlines()[0]
