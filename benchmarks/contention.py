@@ -53,7 +53,8 @@ def run(case: list[str], threads: str, data: str, folder: Path) -> float:
     if threads == "auto":
         chosen = CHOICE.search(result.stderr)
         changes = [line for line in result.stderr.splitlines() if line.startswith("threads:")]
-        NOTES.append(f"{case[0]}: {chosen.group(1) if chosen else '?'}" + (f"; {'; '.join(changes)}" if changes else ""))
+        note = f"{case[0]}: {chosen.group(1) if chosen else '?'}"
+        NOTES.append(note + (f"; {'; '.join(changes)}" if changes else ""))
         print(f"  {NOTES[-1]}", file=sys.stderr, flush=True)
     return float(found.group(1))
 

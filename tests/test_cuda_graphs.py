@@ -128,8 +128,15 @@ class HostReads(TorchDispatchMode):
 def built_step(tiny_recipe: Path, stabilizers: str) -> tuple[Kit, Any, list[dict[str, torch.Tensor]]]:
     """The method's real step for a recipe, built as `cgan run` builds it, and one batch per critic update."""
     tiny_recipe.write_text(tiny_recipe.read_text() + stabilizers)
+    kit = built_kit(tiny_recipe)
+    batch = {"input": torch.rand(2, 3, 32, 32) * 2 - 1, "target": torch.rand(2, 3, 32, 32) * 2 - 1}
+    return kit, kit.models.method.train_step, [batch]
+
+
+def built_kit(path: Path) -> Kit:
+    """The Kit `cgan run` hands a recipe's method, on the CPU, with rates as a captured step holds them."""
     registry = plugins.registry()
-    recipe = load(tiny_recipe, [], registry)
+    recipe = load(path, [], registry)
     torch.manual_seed(0)
     models = build_models(recipe, registry)
     models.setup_stabilizers(recipe.train.steps)
@@ -141,8 +148,7 @@ def built_step(tiny_recipe: Path, stabilizers: str) -> tuple[Kit, Any, list[dict
     kit = Kit(models, models.networks, optimizers, scalers, NonFiniteLosses(device, context, tuple(optimizers)),
               torch.autocast("cpu", enabled=False), 1, context)
     models.method.setup(kit)
-    batch = {"input": torch.rand(2, 3, 32, 32) * 2 - 1, "target": torch.rand(2, 3, 32, 32) * 2 - 1}
-    return kit, models.method.train_step, [batch]
+    return kit
 
 
 def state_tensors(kit: Kit) -> dict[str, torch.Tensor]:
@@ -224,19 +230,7 @@ def test_the_cyclegan_step_is_capture_ready_too(tmp_path):
     recipe = tmp_path / "cyc.toml"
     without_pool = TINY.replace('[[stabilizers]]\ntype = "history_buffer"\nsize = 3\n', "")
     recipe.write_text(without_pool + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
-    registry = plugins.registry()
-    loaded = load(recipe, [], registry)
-    torch.manual_seed(0)
-    models = build_models(loaded, registry)
-    models.setup_stabilizers(loaded.train.steps)
-    device, context = torch.device("cpu"), distributed.Context()
-    optimizers = build_optimizers(models, loaded.optim, device)
-    for optimizer in optimizers.values():
-        optimizer.param_groups[0]["lr"] = torch.tensor(2e-4)
-    scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
-    kit = Kit(models, models.networks, optimizers, scalers, NonFiniteLosses(device, context, tuple(optimizers)),
-              torch.autocast("cpu", enabled=False), 1, context)
-    models.method.setup(kit)
+    models = built_kit(recipe).models
     batches = [{"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}]
     number = torch.tensor(1)
     models.method.train_step(batches, number)

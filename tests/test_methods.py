@@ -58,7 +58,8 @@ def golden_run(tmp_path: Path) -> Path:
     """A run folder holding the golden recipe, as `cgan run` would have made it."""
     run = tmp_path / "runs" / "golden"
     (run / "checkpoints").mkdir(parents=True)
-    text = GOLDEN_RECIPE.read_text().replace('name = "golden"', f'name = "golden"\nout_dir = "{(tmp_path / "runs").as_posix()}"')
+    out_dir = f'out_dir = "{(tmp_path / "runs").as_posix()}"'
+    text = GOLDEN_RECIPE.read_text().replace('name = "golden"', f'name = "golden"\n{out_dir}')
     (run / "recipe.toml").write_text(text)
     return run
 

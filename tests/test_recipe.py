@@ -91,7 +91,8 @@ class Paired(Method):
 def registry() -> Registry:
     reg = Registry()
     provider = Provider("test", "test-dist", "1.0")
-    for kind, name, factory in [("method", "pix2pix", Paired), ("activation", "relu", relu), ("activation", "leaky_relu", leaky_relu),
+    for kind, name, factory in [("method", "pix2pix", Paired),
+                                ("activation", "relu", relu), ("activation", "leaky_relu", leaky_relu),
                                 ("generator", "unet", unet), ("critic", "patchgan", patchgan),
                                 ("loss", "bce", bce), ("loss", "l1", bce), ("dataset", "folder", folder),
                                 ("stabilizer", "ema", ema)]:

@@ -92,3 +92,20 @@ def test_a_run_names_its_thread_choice(tiny_recipe: Path):
     fixed = cgan("run", str(tiny_recipe), "--set", "train.threads=1", "--set", "train.name=fixed", "--until", "1",
                  env=env, check=True)
     assert "; 1 thread (threads = 1))" in fixed.stderr.splitlines()[0]
+
+
+def test_translate_and_eval_take_threads(tmp_path: Path):
+    import torch
+    from click.testing import CliRunner
+
+    from cgan_kit.cli.main import cli
+    from cgan_kit.images import write_image
+
+    golden = Path(__file__).parent / "data" / "pix2pix_golden_v1_step8.safetensors"
+    image = tmp_path / "in.png"
+    write_image(image, torch.rand(3, 32, 32), 8)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["translate", str(golden), str(image), "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert done.exit_code == 0 and (tmp_path / "out" / "in.png").is_file(), done.output
+    bad = runner.invoke(cli, ["eval", str(golden), "--no-fid", "--threads", "many"])
+    assert bad.exit_code == 2 and '--threads many: expected "auto" or a positive number' in bad.output

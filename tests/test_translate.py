@@ -157,7 +157,8 @@ def test_the_ema_weights_are_used_when_the_checkpoint_has_them(run, inputs, tran
     _, folder = inputs
     x = as_input(folder / "b.png")
     with torch.no_grad():
-        ema, trained = to_image(rebuilt_generator(run, "stabilizers.0.generator")(x)), to_image(rebuilt_generator(run)(x))
+        ema = to_image(rebuilt_generator(run, "stabilizers.0.generator")(x))
+        trained = to_image(rebuilt_generator(run)(x))
     written = as_output(translated / "b.png")
     assert (written - ema).abs().max() <= 0.5 / 255 + 1e-6  # the EMA output, rounded to 8 bits
     assert (written - trained).abs().max() > 0.5 / 255  # and not the trained weights' output

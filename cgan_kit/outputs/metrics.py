@@ -20,7 +20,6 @@ import functools
 import hashlib
 import importlib.util
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any

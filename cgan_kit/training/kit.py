@@ -9,7 +9,6 @@ stay the engine's: a method written against the Kit gets them all.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor

@@ -275,13 +275,14 @@ def ema(decay: Annotated[float, Range(ge=0, lt=1)] = 0.999, start_step: Annotate
 
 def spectral_norm(target: Literal["critic", "generator", "both"] = "critic",
                   power_iterations: Annotated[int, Range(ge=1)] = 1) -> Stabilizer:
-    """Spectral normalization of every convolution and linear weight of the critics, the generators or both (Miyato et al., 2018).
+    """Spectral normalization of every convolution and linear weight of critics or generators (Miyato et al., 2018).
 
     Applies on top of whatever norm the recipe chose; weights that are already spectrally
     normalized are left alone.
 
     Args:
-        target: Which networks to normalize: "critic" (every critic of the method), "generator" (every generator) or "both".
+        target: Which networks to normalize: "critic" (every critic of the method), "generator" (every
+            generator) or "both".
         power_iterations: Power-method steps per training forward pass to estimate each top singular value.
     """
     return SpectralNormalization(target, power_iterations)
