@@ -143,14 +143,21 @@ def test_broken_plugin_does_not_stop_the_cli(env, tmp_path):
 
 def test_the_wheel_carries_the_builtin_plugins_and_their_entry_points(tmp_path):
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "data", "*.egg-info",
-                                                               "__pycache__", "build"))
+    everywhere = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__", "build")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # Run folders and downloaded data sit at the top only: cgan_kit/runs/ and tests/data/ are source.
+        top = {"runs", "data"} & set(names) if Path(folder) == ROOT else set()
+        return set(everywhere(folder, names)) | top
+
+    shutil.copytree(ROOT, source, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("cgan_kit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "cgan_kit/training/loop.py" in names and "cgan_pix2pix/generators.py" in names
     assert "cgan_pix2pix/method.py" in names and "cgan_kit/plugin_api/contracts.py" in names
+    assert "cgan_kit/runs/state.py" in names and "cgan_cyclegan/method.py" in names
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "[cgan_kit]" in entry_points and "pix2pix-generators = cgan_pix2pix.generators" in entry_points
     assert "pix2pix-method = cgan_pix2pix.method" in entry_points
