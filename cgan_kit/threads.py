@@ -33,6 +33,7 @@ class Choice:
     threads: int
     source: str
     reason: str
+    usable: float = 0.0  # with "auto": the CPUs this process may keep busy (affinity, cgroup quota)
 
     def describe(self) -> str:
         return f"{self.threads} thread{'s' if self.threads != 1 else ''} ({self.reason})"
@@ -103,7 +104,7 @@ def choose(setting: str | int, processes: int = 1, busy: Callable[[list[int]], f
     threads = max(1, math.floor(free / max(1, processes) + 0.25))
     load = f", {taken:.1f} busy with other work" if taken >= 0.25 else ""
     shared = f", shared by {processes} processes" if processes > 1 else ""
-    return Choice(threads, "auto", f"auto: {limit:g} CPUs usable{load}{shared}")
+    return Choice(threads, "auto", f"auto: {limit:g} CPUs usable{load}{shared}", limit)
 
 
 def apply(choice: Choice) -> None:

@@ -24,6 +24,7 @@ from cgan_kit import images as image_files
 from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
 from cgan_kit.errors import CganError
 from cgan_kit.device import pick_device
+from cgan_kit.plugin_api.contracts import inverse
 from cgan_kit.runs.folder import resolve_checkpoint
 from cgan_kit.runs.state import load_models
 
@@ -77,25 +78,22 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
     chosen_direction = directions[name]
     role = chosen_direction.role
     chosen, used_ema = models.networks[role], False
-    if ema is not False:
-        stand_in = models.eval_networks()[role]
-        if stand_in is not models.networks[role]:
-            chosen, used_ema = stand_in, True
-        if ema and not used_ema:
-            raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
-                            "leave out --ema")
+    stand_ins = models.eval_networks() if ema is not False else models.networks
+    if stand_ins[role] is not models.networks[role]:
+        chosen, used_ema = stand_ins[role], True
+    if ema and not used_ema:
+        raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
+                        "leave out --ema")
     chosen = chosen.to(torch_device).eval().requires_grad_(False)
-    opposite = next((d for d in directions.values()
-                     if (d.source, d.target) == (chosen_direction.target, chosen_direction.source)), None)
+    opposite = inverse(directions, chosen_direction)
     back = None
     if opposite is not None:
-        back = (models.eval_networks() if used_ema else models.networks)[opposite.role]
+        back = (stand_ins if used_ema else models.networks)[opposite.role]
         back = back.to(torch_device).eval().requires_grad_(False)
-    data_in, data_out = int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"])
-    in_channels = models.method.channels(role, data_in, data_out)["in_channels"]
-    out_channels = models.method.channels(role, data_in, data_out)["out_channels"]
+    channels = models.method.channels(role, int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"]))
     return Loaded(path, recipe, meta, chosen, used_ema, torch_device, name, chosen_direction.source,
-                  chosen_direction.target, in_channels, out_channels, type(models.method).measures, back)
+                  chosen_direction.target, channels["in_channels"], channels["out_channels"],
+                  type(models.method).measures, back)
 
 
 def set_mode(generator: nn.Module, mode: Mode) -> None:

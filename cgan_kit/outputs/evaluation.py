@@ -18,6 +18,7 @@ from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, I
                                       frechet_distance, image_measures, inception_weights,
                                       kernel_inception_distance)
 from cgan_kit.plugin_api import plugins
+from cgan_kit.plugin_api.contracts import inverse
 
 def measure_key(method: Any, direction: str, measure: str) -> str:
     """The log key of a held-out measure: ``eval/<measure>`` for a method with one direction,
@@ -47,8 +48,7 @@ def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, flo
         network.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for name, direction in method.directions.items():
-            back = next((d for d in method.directions.values()
-                         if (d.source, d.target) == (direction.target, direction.source)), None)
+            back = inverse(method.directions, direction)
             if not paired and back is None:
                 continue
             count = 0

@@ -155,6 +155,12 @@ class Direction:
     target: str = "target"
 
 
+def inverse(directions: dict[str, Direction], direction: Direction) -> Direction | None:
+    """The direction that translates ``direction``'s outputs back to its inputs, if the method has one."""
+    return next((d for d in directions.values() if (d.source, d.target) == (direction.target, direction.source)),
+                None)
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of the sample grid: images (B, C, H, W) in [-1, 1], or with ``kind = "critic"``
