@@ -5,22 +5,38 @@ or 4 (RGBA). Pillow decodes most files exactly, but narrows 16-bit colour to 8 b
 go through the small readers here instead: 16-bit PNG (any compression) and uncompressed 16-bit
 TIFF. 16-bit images are written as PNG by a small writer for the same reason. A file that cannot
 be read exactly is refused rather than read approximately.
+
+Hostile files are refused before any decode: an image whose header states more than ``MAX_PIXELS``
+pixels (width x height; 100 million by default, e.g. 10000 x 10000) is one error naming its size,
+so a small file claiming a huge size cannot make a decoder allocate gigabytes. The environment
+variable CGAN_MAX_IMAGE_PIXELS sets another limit; Pillow's own guard (``Image.MAX_IMAGE_PIXELS``)
+is kept at the same value. Compressed 16-bit PNG data is inflated no further than its header's size.
+
+A photo stored turned, with an EXIF orientation (JPEG, WebP, TIFF, or a PNG whose eXIf chunk comes
+before its pixels), is read upright, as ``PIL.ImageOps.exif_transpose`` would, from one decode;
+``image_size`` gives the upright size too (orientations 5 to 8 swap width and height).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from cgan_kit.errors import CganError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+MAX_PIXELS = 100_000_000  # the largest width x height read; CGAN_MAX_IMAGE_PIXELS in the environment wins
+PIXELS_VARIABLE = "CGAN_MAX_IMAGE_PIXELS"
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -29,6 +45,8 @@ _PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # samples per pixel -> PNG colour 
 _AS_IS = {"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"}
 _CONVERT = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
             "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_ORIENTATION = 0x0112  # the EXIF tag
+_SWAPS_SIDES = (5, 6, 7, 8)  # orientations turned by a quarter (or transposed): width and height swap
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
@@ -40,10 +58,12 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from an image file's header, without decoding it: unreadable files fail fast."""
+    """(width, height), upright, from an image file's header, without decoding it: unreadable or
+    oversized files fail fast."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        with _open(path) as image:
+            width, height = _stored_size(image)
+            return (height, width) if _orientation(image) in _SWAPS_SIDES else (width, height)
     except _DECODE_ERRORS as error:
         raise CganError(_unreadable(path, error)) from None
 
@@ -51,7 +71,7 @@ def image_size(path: Path) -> tuple[int, int]:
 def read_bit_depth(path: Path) -> int:
     """8 or 16: the depth of an image's samples, read from its header alone."""
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             return 16 if image.mode.startswith("I") or ";16" in _rawmode(image) else 8
     except _DECODE_ERRORS as error:
         raise CganError(_unreadable(path, error)) from None
@@ -60,12 +80,19 @@ def read_bit_depth(path: Path) -> int:
 def read_image(path: Path) -> torch.Tensor:
     """An image file as a float32 tensor (C, H, W) in [0, 1]; 16-bit samples are divided by 65535."""
     try:
-        with Image.open(path) as image:
-            samples = _wide_samples(image, path) if _is_wide_colour(image) else _pillow_samples(image, path)
+        with _open(path) as image:
+            orientation = _orientation(image)
+            if _is_wide_colour(image):
+                samples = _wide_samples(image, path)
+            else:
+                samples = _pillow_samples(image, path)
+                if isinstance(image, TiffImagePlugin.TiffImageFile):
+                    orientation = 1  # Pillow turns a TIFF upright as it decodes it
     except _DECODE_ERRORS as error:
         raise CganError(_unreadable(path, error)) from None
     if samples.ndim == 2:
         samples = samples[:, :, None]
+    samples = _upright(samples, orientation)
     planar = np.ascontiguousarray(samples.transpose(2, 0, 1), dtype=np.float32)
     return torch.from_numpy(planar).div_(65535 if samples.dtype.itemsize == 2 else 255)
 
@@ -104,6 +131,75 @@ def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat([rgb, alpha if alpha is not None else torch.ones_like(rgb[:1])])
 
 
+def max_pixels() -> int:
+    """The pixel limit: CGAN_MAX_IMAGE_PIXELS when set, else ``MAX_PIXELS``."""
+    value = os.environ.get(PIXELS_VARIABLE, "").strip()
+    if not value:
+        return MAX_PIXELS
+    if not value.isdigit() or int(value) == 0:
+        raise CganError(f"{PIXELS_VARIABLE}={value} is not a whole number of pixels above 0; "
+                        f"set it to the largest width x height to read (default {MAX_PIXELS}) or unset it")
+    return int(value)
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[Image.Image]:
+    """Pillow's lazy image (header read, nothing decoded), refused when larger than the pixel limit."""
+    limit = max_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own guard, in step (it refuses at twice its limit when opening)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead, in one line
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise CganError(_too_large(path, error, limit)) from None
+    with image:
+        width, height = image.size
+        if width * height > limit:
+            raise CganError(_too_large(path, f"{width}x{height} = {width * height:,}", limit))
+        yield image
+
+
+def _too_large(path: Path, size: object, limit: int) -> str:
+    if isinstance(size, Image.DecompressionBombError):  # Pillow gives the count alone
+        found = re.search(r"\((\d+) pixels\)", str(size))
+        size = f"{int(found[1]):,}" if found else "too many"
+    return (f'image "{path}" is too large to decode safely ({size} pixels, over the limit of {limit:,}; '
+            f"{PIXELS_VARIABLE} sets another); resize it or remove it")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 to 8, 1 upright) stated before the pixels; never decodes."""
+    if isinstance(image, TiffImagePlugin.TiffImageFile):
+        orientation = image.tag_v2.get(_ORIENTATION, 1)  # a TIFF tag (Pillow drops it once it has applied it)
+    elif image.format == "PNG" and "exif" not in image.info:
+        return 1  # Pillow would decode the whole image to look for an eXIf chunk after the pixels
+    else:
+        try:
+            orientation = image.getexif().get(_ORIENTATION, 1)
+        except _DECODE_ERRORS:
+            return 1  # unreadable metadata: the pixels as stored
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the pixels as stored; Pillow 11 and later report a turned TIFF's upright size."""
+    if isinstance(image, TiffImagePlugin.TiffImageFile):
+        return image.tag_v2[256], image.tag_v2[257]  # ImageWidth, ImageLength
+    return image.size
+
+
+def _upright(samples: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) samples as stored, turned upright per their EXIF orientation (as ImageOps.exif_transpose)."""
+    if orientation in (5, 7):  # transposed: across the main diagonal (5) or the other one (7)
+        samples = samples.transpose(1, 0, 2) if orientation == 5 else samples[::-1, ::-1].transpose(1, 0, 2)
+    elif orientation in (3, 6, 8):
+        samples = np.rot90(samples, {3: 2, 6: -1, 8: 1}[orientation])
+    elif orientation in (2, 4):  # mirrored left-right (2) or top-bottom (4)
+        samples = samples[:, ::-1] if orientation == 2 else samples[::-1]
+    return samples
+
+
 def _rawmode(image: Image.Image) -> str:
     """How the file stores its samples (e.g. "RGB;16B"), from the first decoder tile."""
     if not image.tile:
@@ -137,8 +233,9 @@ def _pillow_samples(image: Image.Image, path: Path) -> np.ndarray:
 
 
 def _wide_samples(image: Image.Image, path: Path) -> np.ndarray:
+    """16-bit colour samples (H, W, C) as stored, read by the small readers here."""
     if image.format == "PNG":
-        return _read_png16(path)
+        return _read_png16(path, image.size)
     if image.tile and all(tile.codec_name == "raw" for tile in image.tile):
         return _read_raw16(image, path)
     raise CganError(f'image "{path}" is a compressed 16-bit colour {image.format}, which cannot be read without '
@@ -146,8 +243,8 @@ def _wide_samples(image: Image.Image, path: Path) -> np.ndarray:
 
 
 def _read_raw16(image: Image.Image, path: Path) -> np.ndarray:
-    """Uncompressed 16-bit samples, strip by strip, straight from the file (TIFF and the like)."""
-    width, height = image.size
+    """Uncompressed 16-bit samples, strip by strip, straight from the file (TIFF and the like), as stored."""
+    width, height = _stored_size(image)
     layout, _, order = _rawmode(image).partition(";16")
     if layout not in ("LA", "RGB", "RGBA") or order not in ("", "B", "L", "N"):
         raise CganError(f'image "{path}" stores 16-bit samples as "{_rawmode(image)}", which cannot be read; '
@@ -168,8 +265,9 @@ def _read_raw16(image: Image.Image, path: Path) -> np.ndarray:
     return samples
 
 
-def _read_png16(path: Path) -> np.ndarray:
-    """A 16-bit PNG's samples as (H, W, C) big-endian uint16."""
+def _read_png16(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A 16-bit PNG's samples as (H, W, C) big-endian uint16; ``size``, when given, is the (width, height)
+    its header must state (as Pillow read it)."""
     data = path.read_bytes()
     if not data.startswith(_PNG_SIGNATURE):
         raise ValueError("not a PNG file")
@@ -178,7 +276,7 @@ def _read_png16(path: Path) -> np.ndarray:
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
         body = data[position + 8:position + 8 + length]
-        if kind == b"IHDR":
+        if kind == b"IHDR" and not header:  # the first: a later one cannot change the size checked
             header = body
         elif kind == b"IDAT":
             compressed.append(body)
@@ -192,9 +290,19 @@ def _read_png16(path: Path) -> np.ndarray:
     if interlace:
         raise CganError(f'image "{path}" is an interlaced 16-bit PNG, which cannot be read; '
                         "save it without interlacing")
+    if size is not None and (width, height) != tuple(size):
+        raise ValueError(f"its headers disagree on the size ({width}x{height} and {size[0]}x{size[1]})")
+    if width * height > max_pixels():  # checked when opened too; this reader trusts no other header
+        raise CganError(_too_large(path, f"{width}x{height} = {width * height:,}", max_pixels()))
     pixel = 2 * channels  # bytes per pixel
-    rows = np.frombuffer(zlib.decompress(b"".join(compressed)), np.uint8)
-    rows = rows[:height * (1 + width * pixel)].reshape(height, 1 + width * pixel)
+    expected = height * (1 + width * pixel)
+    inflate = zlib.decompressobj()  # bounded: data longer than the header's size is never inflated further
+    inflated = inflate.decompress(b"".join(compressed), expected + 1)
+    if len(inflated) > expected:
+        raise ValueError(f"image data longer than its header's {width}x{height} pixels")
+    if len(inflated) < expected or not inflate.eof:
+        raise ValueError(f"image data shorter than its header's {width}x{height} pixels")
+    rows = np.frombuffer(inflated, np.uint8).reshape(height, 1 + width * pixel)
     # A PNG filter predicts each byte from the byte one pixel to the left, the one above and the one
     # above-left, so byte k of every pixel forms an 8-bit grey image with the same row filters. Stacked
     # into one grey PNG stream (each preceded by a zero row, standing in for the blank row above the
@@ -221,8 +329,8 @@ def _write_png16(path: Path, samples: np.ndarray) -> None:
 
 
 def _unreadable(path: Path, error: BaseException) -> str:
-    if isinstance(error, Image.DecompressionBombError):
-        return f'image "{path}" is too large to decode safely ({error}); resize it or remove it'
+    if isinstance(error, Image.DecompressionBombError):  # Pillow's guard while decoding (TIFF tiles, GIF frames)
+        return _too_large(path, error, Image.MAX_IMAGE_PIXELS or max_pixels())
     if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return f'image "{path}" cannot be opened ({error.strerror or error}); check that it exists and is readable'
     try:
