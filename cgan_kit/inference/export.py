@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from cgan_kit.errors import CganError
+from cgan_kit.safe_output import check_target
 
 Format = Literal["torchscript", "onnx"]
 TOLERANCE = 1e-4
@@ -98,7 +99,7 @@ def export(target: str | Path, fmt: Format, out: str | Path, size: tuple[int, in
            ema: bool | None = None, which: str = "latest", direction: str | None = None) -> dict[str, Any]:
     """Export a checkpoint's (or a run's checkpoint ``which``: latest, best or a step) generator;
     returns a report."""
-    from cgan_kit.inference.translate import load_generator
+    from cgan_kit.inference.translate import load_generator, read_folders
 
     if fmt not in ("torchscript", "onnx"):
         raise CganError(f'--format: "{fmt}" is not a format; use torchscript or onnx')
@@ -114,6 +115,9 @@ def export(target: str | Path, fmt: Format, out: str | Path, size: tuple[int, in
     if not out.parent.is_dir():
         raise CganError(f"--out {out}: the folder {out.parent} does not exist")
     loaded = load_generator(target, ema=ema, device="cpu", which=which, direction=direction)
+    protected = [loaded.path] + [p for folder in read_folders(loaded.path) if folder.is_dir()
+                                 for p in folder.iterdir() if p.is_file()]
+    check_target(out, protected, "--out")
     generator = loaded.generator.eval()
     height, width = size or default_size(loaded.recipe)
     if height < 1 or width < 1:

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from cgan_kit import images as image_files
-from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
-from cgan_kit.errors import CganError
 from cgan_kit.device import pick_device
+from cgan_kit.errors import CganError
+from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
 from cgan_kit.plugin_api.contracts import inverse
-from cgan_kit.runs.folder import resolve_checkpoint
+from cgan_kit.runs.folder import CHECKPOINTS_DIR, RunFolder, resolve_checkpoint
+from cgan_kit.safe_output import check_folder, check_target, replace
 from cgan_kit.runs.state import load_models
 
 
@@ -161,6 +162,16 @@ def output_paths(files: list[Path], out: Path) -> list[Path]:
     return paths
 
 
+def read_folders(checkpoint_path: Path) -> list[Path]:
+    """The folders a model is read from: its checkpoint's, and where that is a run folder's
+    checkpoints/, the run folder and its parts."""
+    folder = checkpoint_path.parent
+    if folder.name != CHECKPOINTS_DIR:
+        return [folder]
+    run = RunFolder(folder.parent)
+    return [folder, run.path, run.samples, run.report, run.tensorboard]
+
+
 def batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
     """Groups of up to ``batch_size`` items of equal size, in the order each size first appears."""
     by_size: dict[tuple[int, int], list[Item]] = {}
@@ -187,6 +198,9 @@ def translate(loaded: Loaded, files: list[Path], out: Path, mode: Mode = "eval",
     # Check every input's header before translating any (a file that is no image fails fast);
     # each batch is decoded only when its turn comes, so a large folder is never all in memory.
     items = [Item(file, target, image_size(file)) for file, target in zip(files, targets)]
+    check_folder(out, files, read_folders(loaded.path), "--out")
+    for item in items:
+        check_target(item.target, files, "--out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -207,7 +221,7 @@ def translate(loaded: Loaded, files: list[Path], out: Path, mode: Mode = "eval",
                 torch.manual_seed(seed)
             outputs = run_generator(loaded, torch.stack(images))
             for item, output, depth in zip(group, outputs, depths):
-                write_image(item.target, output, depth)
+                replace(item.target, lambda tmp: write_image(tmp, output, depth))  # noqa: B023 - called at once
                 written.append(item.target)
                 if report is not None:
                     report(item)

@@ -22,7 +22,7 @@ class RunLog:
 
         self.total, self.batch_size = total_steps, batch_size
         self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
-        self.metrics = _reopen_metrics(run.metrics, start_step)
+        self.metrics, dropped = _reopen_metrics(run.metrics, start_step)
         for leftover in run.samples.glob(".*.tmp"):  # a sample being written when a run was killed
             leftover.unlink(missing_ok=True)
         self.interactive = sys.stderr.isatty()
@@ -37,6 +37,9 @@ class RunLog:
                                      transient=False)
             self.task = self.progress.add_task("train", total=total_steps, completed=start_step, status="")
             self.progress.start()
+        if dropped:  # said once the terminal is set up, through the run's own message path
+            self.message(f"warning: {run.metrics}: dropped {dropped} damaged line{'s' if dropped > 1 else ''} "
+                         "(cut short by a killed run, not UTF-8, or not a JSON object with a step)")
 
     def images_per_s(self, step: int) -> float:
         now = time.perf_counter()
@@ -85,16 +88,39 @@ class RunLog:
         self.metrics.close()
 
 
-def _reopen_metrics(path: Path, start_step: int) -> Any:
+def _reopen_metrics(path: Path, start_step: int) -> tuple[Any, int]:
     """Open the metrics file for appending, first dropping rows past ``start_step``: a run killed
-    after its last checkpoint logged steps that the resumed run will log again."""
-    if path.exists() and start_step > 0:
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= start_step]
+    after its last checkpoint logged steps that the resumed run will log again. Lines that are not
+    a JSON object with an integer step (cut short by a kill, not UTF-8, damaged) are dropped too;
+    returns the open file and how many such lines there were."""
+    dropped = 0
+    if path.exists():
+        kept = []
+        for raw in path.read_bytes().split(b"\n"):
+            if not raw.strip():
+                continue
+            row = metrics_row(raw)
+            if row is None:
+                dropped += 1
+            elif row["step"] <= start_step:
+                kept.append(raw.decode("utf-8").strip())
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         tmp.replace(path)
-    return open(path, "a", encoding="utf-8")
+    return open(path, "a", encoding="utf-8"), dropped
+
+
+def metrics_row(line: bytes | str) -> dict[str, Any] | None:
+    """One line of ``metrics.jsonl`` as its row, or None where it is not one: not UTF-8, not JSON
+    (a line cut short by a killed run), not an object, or without a whole-number ``step``."""
+    try:
+        row = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also ints of over 4300 digits
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2 ** 63:
+        return None
+    return row
 
 
 class SilentLog:

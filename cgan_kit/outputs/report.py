@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from cgan_kit.errors import CganError
+from cgan_kit.outputs.log import metrics_row
 from cgan_kit.outputs.metrics import LOWER_IS_BETTER
 from cgan_kit.runs import checkpoint
 from cgan_kit.runs.folder import REPORT_DIR, SAMPLES_DIR, RunFolder
+from cgan_kit.safe_output import check_folder, check_target, replace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,19 +45,29 @@ def write(run: Path, running: bool = False) -> Path:
     run = Path(run)
     folder = run / REPORT_DIR
     recipe = _recipe(run)
+    parts = RunFolder(run)
+    check_folder(folder, [], [parts.path, parts.checkpoints, parts.samples, parts.tensorboard], "the report folder")
+    path = folder / "index.html"
+    for target in (path, folder / GIF_NAME):
+        check_target(target, [parts.recipe, parts.metrics], "the report")
     try:
         folder.mkdir(exist_ok=True)
-        rows = _metrics(run)
+        rows, skipped = _metrics(run)
         samples = _samples(run)
         gif = _write_gif(folder, samples)
-        page = _page(run, recipe, rows, samples, gif, running)
-        path = folder / "index.html"
-        tmp = folder / ".index.html.tmp"
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(path)
+        page = _page(run, recipe, rows, samples, gif, running, skipped)
+        replace(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     except OSError as error:
         raise CganError(f"cannot write the report in {folder}: {error.strerror or error}") from None
+    if skipped and not running:  # once per rebuild by hand (or at the end of training), not at every refresh
+        print(f"warning: {RunFolder(run).metrics}: skipped {_lines(skipped)} that {'are' if skipped > 1 else 'is'} "
+              "not a JSON object with a step (cut short by a killed run, not UTF-8, or damaged)",
+              file=sys.stderr, flush=True)
     return path
+
+
+def _lines(count: int) -> str:
+    return f"{count} line{'s' if count != 1 else ''}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,19 +84,57 @@ def _recipe(run: Path) -> dict[str, Any]:
         raise CganError(f"{path}: not valid TOML ({error}); the run folder is damaged") from None
 
 
-def _metrics(run: Path) -> list[dict[str, Any]]:
-    """The rows of ``metrics.jsonl``; a line cut short by a killed run is skipped."""
+def _metrics(run: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``metrics.jsonl``, and how many lines were skipped: cut short by a killed run,
+    not UTF-8, not a JSON object with a whole-number step."""
     path = RunFolder(run).metrics
-    rows = []
+    rows, skipped = [], 0
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+        for line in path.read_bytes().split(b"\n"):
+            if not line.strip():
                 continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
+            row = metrics_row(line)
+            if row is None:
+                skipped += 1
+            else:
                 rows.append(row)
-    return rows
+    return rows, skipped
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (not a bool, not an int too big for a float), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any, limit: int = 80) -> str:
+    """Any value of a JSON or TOML file as short plain text (not yet escaped)."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError, RecursionError):  # ValueError: an int of more digits than str() allows
+            text = f"({type(value).__name__})"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _cell(value: Any) -> str:
+    """A table cell's escaped text: finite numbers to four digits, anything else as text."""
+    number = _number(value)
+    if number is not None:
+        return f"{number:.4g}"
+    return "" if value is None else html.escape(_text(value))
+
+
+def _table(recipe: dict[str, Any], name: str) -> dict[str, Any]:
+    table = recipe.get(name)
+    return table if isinstance(table, dict) else {}
 
 
 def _samples(run: Path) -> list[tuple[int, Path]]:
@@ -92,7 +142,7 @@ def _samples(run: Path) -> list[tuple[int, Path]]:
     found = []
     for path in (run / SAMPLES_DIR).glob("step_*.png"):
         digits = path.stem.removeprefix("step_")
-        if digits.isdigit():
+        if digits.isascii() and digits.isdigit():  # not "²", which isdigit() takes and int() refuses
             found.append((int(digits), path))
     return sorted(found)
 
@@ -108,12 +158,11 @@ def best_evaluation(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] |
     """The evaluation row with the best ``train.best_metric`` after step 0 (the untrained
     baseline), as training chooses ``best.safetensors``."""
     key = best_key(rows, metric)
-    scored = [row for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
-              and row.get("step", 0) > 0]
+    scored = [row for row in rows if _number(row.get(key)) is not None and row.get("step", 0) > 0]
     if not scored:
         return None
     pick = min if metric in LOWER_IS_BETTER else max
-    return pick(scored, key=lambda row: row[key])
+    return pick(scored, key=lambda row: _number(row[key]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +183,7 @@ def _write_gif(folder: Path, samples: list[tuple[int, Path]]) -> str | None:
         try:
             with Image.open(path) as image:
                 frame = image.convert("RGB")
-        except OSError:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # a grid being written right now; the next refresh has it
         if frame.width > GIF_WIDTH:
             frame = frame.resize((GIF_WIDTH, max(1, round(frame.height * GIF_WIDTH / frame.width))), Image.BILINEAR)
@@ -145,9 +194,8 @@ def _write_gif(folder: Path, samples: list[tuple[int, Path]]) -> str | None:
     if not frames:
         return None
     durations = [400] * (len(frames) - 1) + [2000]  # linger on the newest
-    tmp = folder / f".{GIF_NAME}.tmp"
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    tmp.replace(folder / GIF_NAME)
+    replace(folder / GIF_NAME, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                          duration=durations, loop=0))
     return GIF_NAME
 
 
@@ -159,17 +207,22 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About ``count`` round numbers spanning [low, high]."""
     if high <= low:
         return [low]
-    raw = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    try:
+        raw = high / count - low / count  # not (high - low) / count: that overflows for spans near 1e308
+        magnitude = 10 ** math.floor(math.log10(raw))
+        step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+        first = math.ceil(low / step) * step
+        return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    except (OverflowError, ValueError, ZeroDivisionError, StopIteration):  # extreme ranges: just the ends
+        return [low, high]
 
 
 def _label(value: float, step: float) -> str:
     """A tick label with just enough decimals to tell it from its neighbours ``step`` away."""
     if value == 0:
         return "0"
+    if not 0 <= step < math.inf or abs(value) < 1e-300 or abs(value) > 1e300:
+        return f"{value:.3g}"
     decimals = 0 if step > 0 else 3
     while step > 0 and decimals < 12 and abs(round(step, decimals) - step) > 1e-9 * step:
         decimals += 1  # 2.5 needs one, 0.05 two
@@ -192,11 +245,11 @@ def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[f
     if y_high == y_low:
         y_low, y_high = y_low - (abs(y_low) or 1) * 0.05, y_high + (abs(y_high) or 1) * 0.05
 
-    def sx(x: float) -> float:
-        return left + (x - x_low) / (x_high - x_low) * (width - left - right)
+    def sx(x: float) -> float:  # halves: a span of finite values can itself overflow
+        return left + (x / 2 - x_low / 2) / (x_high / 2 - x_low / 2) * (width - left - right)
 
     def sy(y: float) -> float:
-        return top + (y_high - y) / (y_high - y_low) * (height - top - bottom)
+        return top + (y_high / 2 - y / 2) / (y_high / 2 - y_low / 2) * (height - top - bottom)
 
     parts = [f'<svg class="plot" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>',
@@ -207,10 +260,10 @@ def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[f
     for y in y_ticks:
         label = _label(y, y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 0)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" class="grid"/>'
-                     f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" class="ytick">{label}</text>')
+                     f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" class="ytick">{html.escape(label)}</text>')
     for x in x_ticks:
         label = _label(x, x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 0)
-        parts.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 14}" class="xtick">{label}</text>')
+        parts.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 14}" class="xtick">{html.escape(label)}</text>')
     parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" class="xtick">step</text>')
     for i, (name, values) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
@@ -230,8 +283,9 @@ def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[f
 
 
 def _series(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[float, float]]]:
-    return {key.split("/", 1)[-1]: [(row["step"], float(row[key])) for row in rows
-                                    if isinstance(row.get(key), (int, float))] for key in keys}
+    """Each key's finite numbers by step; anything else (text, objects, NaN, huge ints) is left out."""
+    return {key.split("/", 1)[-1]: [(row["step"], _number(row[key])) for row in rows
+                                    if _number(row.get(key)) is not None] for key in keys}
 
 
 def _plots(rows: list[dict[str, Any]], best: dict[str, Any] | None, metric: str) -> list[str]:
@@ -246,7 +300,7 @@ def _plots(rows: list[dict[str, Any]], best: dict[str, Any] | None, metric: str)
     for key in evaluation:  # one chart each: their scales differ
         name = key.split("/", 1)[1]
         direction = "lower" if name.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "higher"
-        mark = (best["step"], best[key]) if best is not None and key == best_key(rows, metric) else None
+        mark = (best["step"], _number(best[key])) if best is not None and key == best_key(rows, metric) else None
         charts.append(plot(f"Held-out {name} ({direction} is better)", _series(rows, [key]), mark))
     charts += [plot(title, _series(rows, group)) for title, group in groups if group]
     return [chart for chart in charts if chart]
@@ -277,6 +331,13 @@ details { margin: 6px 0; } summary { cursor: pointer; }
 """
 
 
+def _src(name: str) -> str:
+    """A file name as the escaped, URL-quoted value of a ``src`` attribute."""
+    from urllib.parse import quote
+
+    return html.escape(quote(name), quote=True)
+
+
 def _display_width(path: Path) -> int:
     """Small grids (32 px tiles) are shown enlarged by a whole factor, to about 640 px wide."""
     from PIL import Image
@@ -284,16 +345,18 @@ def _display_width(path: Path) -> int:
     try:
         with Image.open(path) as image:
             width = image.width
-    except OSError:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return GIF_WIDTH
     return width * max(1, GIF_WIDTH // width)
 
 
 def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples: list[tuple[int, Path]],
-          gif: str | None, running: bool) -> str:
-    train = recipe.get("train", {})
+          gif: str | None, running: bool, skipped: int = 0) -> str:
+    """The page. Every value from a file is escaped, and shown as text where it is not the type expected."""
+    train = _table(recipe, "train")
     total = train.get("steps", "?")
     metric = train.get("best_metric", "ssim")
+    metric = metric if isinstance(metric, str) else "ssim"
     best = best_evaluation(rows, metric)
     step = max((row["step"] for row in rows), default=0)
     latest = checkpoint.latest(RunFolder(run).checkpoints)
@@ -306,10 +369,14 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
         out.append(f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">')
     out += [f"<style>{STYLE}</style></head><body>",
             f"<h1>{e(run.name)}</h1>",
-            f'<p class="status">{state}: step {step} of {e(str(total))} &middot; {updated} &middot; '
-            f'generator <code>{e(str(recipe.get("generator", {}).get("type", "?")))}</code>, critic '
-            f'<code>{e(str(recipe.get("critic", {}).get("type", "?")))}</code>, data '
-            f'<code>{e(str(recipe.get("data", {}).get("type", "?")))}</code></p>']
+            f'<p class="status">{state}: step {step} of {e(_text(total))} &middot; {updated} &middot; '
+            f'generator <code>{e(_text(_table(recipe, "generator").get("type", "?")))}</code>, critic '
+            f'<code>{e(_text(_table(recipe, "critic").get("type", "?")))}</code>, data '
+            f'<code>{e(_text(_table(recipe, "data").get("type", "?")))}</code></p>']
+    if skipped:
+        out.append(f'<p class="status">Skipped {_lines(skipped)} of <code>metrics.jsonl</code> that '
+                   f"{'are' if skipped > 1 else 'is'} not a JSON object with a step (cut short by a killed run, "
+                   "not UTF-8, or damaged).</p>")
 
     # Checkpoints and how to use them
     out.append("<h2>Checkpoints</h2><ul>")
@@ -318,10 +385,12 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
     best_file = RunFolder(run).best
     best_meta = checkpoint.read_meta(best_file) if best_file.is_file() else None
     if best_meta is not None:
-        chosen = best_meta.get("best", {})
-        out.append(f"<li>best by held-out {e(str(metric))}: <code>{checkpoint.BEST_NAME}</code> (step "
-                   f"{e(str(best_meta.get('step')))}, {e(str(chosen.get('metric', '')))} "
-                   f"{float(chosen.get('value', float('nan'))):.4g})</li>")
+        chosen = best_meta.get("best")
+        chosen = chosen if isinstance(chosen, dict) else {}
+        value = _number(chosen.get("value"))
+        shown_value = f"{value:.4g}" if value is not None else e(_text(chosen.get("value", "")))
+        out.append(f"<li>best by held-out {e(metric)}: <code>{e(checkpoint.BEST_NAME)}</code> (step "
+                   f"{e(_text(best_meta.get('step')))}, {e(_text(chosen.get('metric', '')))} {shown_value})</li>")
     out.append(f"</ul><p>Use one: <code>cgan translate {e(str(run))} --checkpoint best IMAGES... --out DIR</code>, "
                f"<code>cgan eval {e(str(run))} --checkpoint STEP</code>. Live curves: "
                f"<code>tensorboard --logdir {e(str(run / 'tensorboard'))}</code>.</p>")
@@ -340,10 +409,11 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
                    + "".join(f"<th>{e(k.split('/', 1)[1])}</th>" for k in evaluation_keys) + "</tr>")
         for row in evaluations:
             marked = ' class="best"' if best is not None and row is best else ""
-            cells = "".join(f"<td>{row[k]:.4g}</td>" if isinstance(row.get(k), (int, float)) else "<td></td>"
-                            for k in evaluation_keys)
-            out.append(f"<tr{marked}><td>{row['step']}</td><td>{row.get('epoch', '')}</td>{cells}</tr>")
-        out.append(f"</table><p>Highlighted: the best {e(str(metric))} (<code>train.best_metric</code>).</p>")
+            cells = "".join(f"<td>{_cell(row.get(k))}</td>" for k in evaluation_keys)
+            epoch = row.get("epoch")
+            epoch = "" if epoch is None else e(_text(epoch))  # a whole number as it is, not to four digits
+            out.append(f"<tr{marked}><td>{row['step']}</td><td>{epoch}</td>{cells}</tr>")
+        out.append(f"</table><p>Highlighted: the best {e(metric)} (<code>train.best_metric</code>).</p>")
     else:
         out.append("<p>No evaluation yet (<code>train.eval_every</code>; the recipe's held-out split).</p>")
 
@@ -357,17 +427,17 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
         newest_step, newest = samples[-1]
         shown = _display_width(newest)
         out.append(f"<h3>Step {newest_step}</h3>"
-                   f'<img class="grid-image" src="../{SAMPLES_DIR}/{e(newest.name)}" width="{shown}" '
+                   f'<img class="grid-image" src="../{SAMPLES_DIR}/{_src(newest.name)}" width="{shown}" '
                    f'alt="samples at step {newest_step}">')
         if gif is not None:
-            out.append(f'<h3>Across training</h3><img class="grid-image" src="{e(gif)}" width="{shown}" '
+            out.append(f'<h3>Across training</h3><img class="grid-image" src="{_src(gif)}" width="{shown}" '
                        'alt="samples across training">')
         older = samples[:-1][::-1]
         if older:
             out.append("<h3>Earlier steps</h3>")
             for sample_step, path in older:
                 out.append(f"<details><summary>step {sample_step}</summary>"
-                           f'<img class="grid-image" loading="lazy" src="../{SAMPLES_DIR}/{e(path.name)}" '
+                           f'<img class="grid-image" loading="lazy" src="../{SAMPLES_DIR}/{_src(path.name)}" '
                            f'width="{shown}" '
                            f'alt="samples at step {sample_step}"></details>')
     else:
@@ -400,7 +470,7 @@ def draw_missing_samples(run: Path, device: str = "auto") -> list[int]:
     saved = dict(checkpoint.saved_steps(RunFolder(run).checkpoints))
     best = RunFolder(run).best
     best_step = (checkpoint.read_meta(best) or {}).get("step") if best.is_file() else None
-    if isinstance(best_step, int) and best_step not in saved:
+    if isinstance(best_step, int) and not isinstance(best_step, bool) and best_step not in saved:
         saved[best_step] = best  # the best checkpoint's step may have been pruned since
     wanted = sorted((step, path) for step, path in saved.items() if step not in have)
     if not wanted:
