@@ -16,9 +16,38 @@ def pick_device(name: str, key: str = "train.device") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise CganError(f'{key}: "{name}" is not a device; use "auto", "cpu" or "cuda"') from None
+    if device.type not in ("cpu", "cuda"):
+        raise CganError(f'{key}: "{name}" is a {device.type} device, which cgan-kit does not train or translate on; '
+                        'use "auto", "cpu" or "cuda"')
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CganError(f'{key}: "{name}" asked for, but torch sees no CUDA GPU; use "auto" or "cpu"')
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CganError(f'{key}: "{name}" asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) '
+                        '(numbered from 0)')
     return device
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """The memory a run on ``device`` can have at most: the GPU's, or the host's (its cgroup limit
+    where that is lower); None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    found = []
+    try:
+        import os
+
+        found.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit, encoding="ascii") as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            found.append(int(text))
+    return min(found) if found else None
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:

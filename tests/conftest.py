@@ -110,6 +110,17 @@ def tiny_recipe(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def half_trained(tmp_path_factory) -> Path:
+    """A tiny run stopped at step 3 of 6 by --until: checkpoints 0 and 3 (Adam state), samples, an
+    evaluation and best.safetensors (by L1). Shared by a module's tests: change copies of it."""
+    folder = tmp_path_factory.mktemp("half_trained")
+    recipe = folder / "tiny.toml"
+    recipe.write_text(TINY_RECIPE + f'out_dir = "{(folder / "runs").as_posix()}"\nbest_metric = "l1"\n')
+    cgan("run", str(recipe), "--until", "3", check=True, env=ONE_THREAD)
+    return folder / "runs" / "tiny"
+
+
 # ---------------------------------------------------------------------------------------------
 # The fast tier: `pytest -m "not slow"` runs what needs no subprocess, venv, browser or real data.
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from cgan_kit.runs import checkpoint
-from conftest import TINY_RECIPE, cgan_one_thread
+from conftest import cgan_one_thread
 
 # Every tag the report emits; anything else in the page came from a file and was not escaped.
 REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "ul", "li", "div",
@@ -21,24 +20,14 @@ SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A tiny run stopped at step 3 of 6 (checkpoints, an evaluation and the best checkpoint at step 3)."""
-    folder = tmp_path_factory.mktemp("hostile")
-    recipe = folder / "tiny.toml"
-    recipe.write_text(TINY_RECIPE + f'out_dir = "{(folder / "runs").as_posix()}"\nbest_metric = "l1"\n')
-    cgan_one_thread("run", str(recipe), "--until", "3", check=True)
-    return folder / "runs" / "tiny"
-
-
 def warnings_about(stderr: str, name: str) -> list[str]:
     return [line for line in stderr.splitlines() if "warning" in line.lower() and name in line]
 
 
-def test_a_resume_drops_torn_and_undecodable_metrics_lines_with_one_warning(trained, tmp_path):
+def test_a_resume_drops_torn_and_undecodable_metrics_lines_with_one_warning(half_trained, tmp_path):
     """A cut last line, non-UTF-8 bytes and a JSON array: dropped, the good rows kept, one warning."""
     run = tmp_path / "tiny"
-    shutil.copytree(trained, run)
+    shutil.copytree(half_trained, run)
     metrics = run / "metrics.jsonl"
     text = metrics.read_text(encoding="utf-8")
     good = [json.loads(line) for line in text.splitlines()][:-1]
@@ -69,10 +58,10 @@ class Tags(HTMLParser):
         self.attributes.update(name for name, _ in attrs)
 
 
-def test_the_report_escapes_hostile_values_and_survives_odd_types(trained, tmp_path):
+def test_the_report_escapes_hostile_values_and_survives_odd_types(half_trained, tmp_path):
     """Hostile strings, a number too big for a float, NaN, nested objects, bad lines, odd best metadata."""
     run = tmp_path / IMG  # a run folder's name is a file name too
-    shutil.copytree(trained, run)
+    shutil.copytree(half_trained, run)
     metrics = run / "metrics.jsonl"
     with open(metrics, "ab") as handle:
         handle.write(json.dumps({"step": 4, "epoch": SCRIPT, f"eval/{IMG}": 0.5, "eval/l1": {"nested": [1]},

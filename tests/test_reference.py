@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from cgan_kit.runs import checkpoint
+from cgan_kit.runs import checkpoint, state, validation
 from cgan_kit.plugin_api import plugins
 from cgan_kit.config.build import build_models
 from cgan_kit.errors import CganError
@@ -148,13 +148,12 @@ def tiny_recipe(tmp_path: Path) -> Path:
 
 def built(run: Path):
     """The run's networks with the weights of its (only) checkpoint, in eval mode."""
-    tensors, meta = checkpoint.load(checkpoint.step_path(run / "checkpoints", 0))
+    path = checkpoint.step_path(run / "checkpoints", 0)
+    tensors, meta = checkpoint.load(path)
     models = build_models(load(run / "recipe.toml"), plugins.registry())
-    path = run / "checkpoints"
-    generator, critic = models.networks["generator"], models.networks["critic"]
-    checkpoint.load_weights(generator, checkpoint.split(tensors, "networks.generator"), "generator", path)
-    checkpoint.load_weights(critic, checkpoint.split(tensors, "networks.critic"), "critic", path)
-    return generator.eval(), critic.eval(), meta
+    validation.check_tensors(path, tensors, models)
+    state.load_networks(models, tensors, meta, path)
+    return models.networks["generator"].eval(), models.networks["critic"].eval(), meta
 
 
 def failure(result) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import AdversarialLoss
-from cgan_kit.config.build import build_dataset, build_models, channels
+from cgan_kit.config.build import build_dataset, build_models, channels, check_memory
 from cgan_kit.errors import ArgumentError, CganError
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.plugin_api.registry import Registry
@@ -43,6 +43,7 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
     registry = plugins.registry()
     recipe = load(path, overrides, registry)
     size = size or image_size(recipe)
+    check_memory(recipe, registry, torch.device("cpu"), training=False)  # what building them here needs
     models = build_models(recipe, registry)
     models.setup_stabilizers(recipe.train.steps)  # spectral norm and EMA change the models: show the result
     in_channels, out_channels = channels(recipe)

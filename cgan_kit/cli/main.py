@@ -33,9 +33,10 @@ class CganGroup(click.Group):
 
         loaded = plugins.load()
         if getattr(self, "_commands_of", None) is not loaded:
-            scratch = click.Group()
-            loaded.manager.hook.register_commands(cli=scratch)
-            self._commands_of, self._plugin_commands = loaded, dict(scratch.commands)
+            found = {}
+            for commands in commands_by_plugin(loaded).values():
+                found.update(commands)
+            self._commands_of, self._plugin_commands = loaded, found
         return self._plugin_commands
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -222,14 +223,31 @@ def _info_json(p) -> dict[str, Any]:
     return {"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module}
 
 
-def _plugin_commands(loaded) -> dict[str, list[str]]:
-    """Which plugin added which subcommand: run each register_commands hook on a scratch group."""
-    found: dict[str, list[str]] = {}
-    for impl in loaded.manager.hook.register_commands.get_hookimpls():
+def commands_by_plugin(loaded: Any) -> dict[str, dict[str, click.Command]]:
+    """The subcommands each plugin adds: each register_commands hook runs on a scratch group of its
+    own. A hook that raises, or adds something that is not a click command, costs its plugin its
+    commands (with a warning naming it), never the CLI."""
+    found: dict[str, dict[str, click.Command]] = {}
+    for impl in reversed(loaded.manager.hook.register_commands.get_hookimpls()):  # registration order
         scratch = click.Group()
-        impl.function(cli=scratch)
-        found[impl.plugin_name] = sorted(scratch.commands)
+        try:
+            impl.function(cli=scratch)
+            bad = [name for name, command in scratch.commands.items() if not isinstance(command, click.Command)]
+            if bad:
+                raise TypeError(f"added {bad[0]!r} as a {type(scratch.commands[bad[0]]).__name__}, not a click "
+                                "command")
+        except Exception as error:  # noqa: BLE001 - a plugin's bug, reported and contained
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            print(f"warning: plugin {impl.plugin_name} failed in register_commands and its commands were skipped: "
+                  f"{reason}", file=sys.stderr)
+            continue
+        found[impl.plugin_name] = dict(scratch.commands)
     return found
+
+
+def _plugin_commands(loaded) -> dict[str, list[str]]:
+    """Which plugin added which subcommand."""
+    return {plugin: sorted(commands) for plugin, commands in commands_by_plugin(loaded).items()}
 
 
 @cli.command()
@@ -386,7 +404,8 @@ def _weights(loaded) -> str:
               help=TRANSLATE_MODE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images of equal size translated together (eval mode).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dropout masks in --mode paper.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the dropout masks in --mode paper.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @which_checkpoint
 @which_direction

@@ -79,13 +79,43 @@ def channels(recipe: Recipe) -> tuple[int, int]:
     return int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"])
 
 
+def broken(registry: Registry, component: Component, path: str, problem: str) -> CganError:
+    """A contract violation by a component's plugin, naming the plugin."""
+    provider = registry.get(component.kind, component.type).provider
+    return CganError(f'{path}: {component.kind} "{component.type}" {problem}; its plugin {provider.plugin} '
+                     f"({provider.distribution} {provider.version}) is broken: report it to its authors or disable "
+                     f"it with CGAN_DISABLE_PLUGINS={provider.plugin}")
+
+
 def build_method(recipe: Recipe, registry: Registry) -> Method:
     """The recipe's method, made from its [method] table."""
     method = build(registry, recipe.method, "method")
     if not isinstance(method, Method):
-        raise CganError(f'method: "{recipe.method.type}" built a {type(method).__name__}, not a Method; its plugin '
-                        "is broken")
+        raise broken(registry, recipe.method, "method", f"built a {type(method).__name__}, not a Method")
     return method
+
+
+def _probe_loss(registry: Registry, spec: Component, path: str, loss: Any) -> None:
+    """Call a loss once on small tensors: each of its terms must be a scalar tensor (a loss of
+    another shape would fail much later, inside backward). Only what it returns is judged: a loss
+    that cannot take these shapes is left to training."""
+    import torch
+
+    scores, images = torch.zeros(2, 1, 4, 4), torch.zeros(2, 3, 32, 32)
+    if isinstance(loss, AdversarialLoss):
+        calls = {"critic_loss": lambda: loss.critic_loss(scores, scores, torch.ones_like(scores), scores),
+                 "generator_loss": lambda: loss.generator_loss(scores)}
+    else:
+        calls = {"its call": lambda: loss(images, images)}
+    for name, call in calls.items():
+        try:
+            value = call()
+        except Exception:  # noqa: BLE001 - not these shapes; training will tell
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            found = f"a tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else \
+                f"a {type(value).__name__}"
+            raise broken(registry, spec, path, f"returned {found} from {name}, not a scalar tensor")
 
 
 def build_models(recipe: Recipe, registry: Registry) -> Models:
@@ -98,16 +128,17 @@ def build_models(recipe: Recipe, registry: Registry) -> Models:
         module = build(registry, recipe.networks[network.table], network.table,
                        **method.channels(role, in_channels, out_channels))
         if not callable(getattr(module, "parameters", None)) or not callable(module):
-            raise CganError(f'{network.table}: {network.kind} "{recipe.networks[network.table].type}" built a '
-                            f"{type(module).__name__}, not a torch.nn.Module; its plugin is broken")
+            raise broken(registry, recipe.networks[network.table], network.table,
+                         f"built a {type(module).__name__}, not a torch.nn.Module")
         networks[role] = module
     losses = []
     for i, spec in enumerate(recipe.losses):
         loss = build(registry, spec, f"losses[{i}]")
         losses.append(WeightedLoss(spec.type, loss, spec.weight))
         if not isinstance(loss, (AdversarialLoss, ReconstructionLoss)):
-            raise CganError(f'losses[{i}]: loss "{spec.type}" built a {type(loss).__name__}, which is neither an '
-                            "AdversarialLoss nor a ReconstructionLoss; its plugin is broken")
+            raise broken(registry, spec, f"losses[{i}]", f"built a {type(loss).__name__}, which is neither an "
+                         "AdversarialLoss nor a ReconstructionLoss")
+        _probe_loss(registry, spec, f"losses[{i}]", loss)
     if not any(isinstance(item.loss, AdversarialLoss) for item in losses):
         raise CganError("losses: no adversarial loss; add one such as [[losses]] type = \"bce\" "
                         "(see `cgan list losses`)")
@@ -115,12 +146,52 @@ def build_models(recipe: Recipe, registry: Registry) -> Models:
     for i, spec in enumerate(recipe.stabilizers):
         stabilizer = build(registry, spec, f"stabilizers[{i}]")
         if not isinstance(stabilizer, Stabilizer):
-            raise CganError(f'stabilizers[{i}]: "{spec.type}" built a {type(stabilizer).__name__}, not a '
-                            "Stabilizer; its plugin is broken")
+            raise broken(registry, spec, f"stabilizers[{i}]", f"built a {type(stabilizer).__name__}, not a Stabilizer")
         stabilizers.append(stabilizer)
     return Models(method, networks, losses, stabilizers)
 
 
+# What each parameter costs in training: its weight, gradient and Adam's two moments, in fp32.
+TRAINING_BYTES_PER_PARAMETER = 16
+INFERENCE_BYTES_PER_PARAMETER = 4
+
+
+def check_memory(recipe: Recipe, registry: Registry, device: Any, training: bool) -> None:
+    """Refuse, with the estimate, a recipe whose networks alone could not fit in ``device``'s
+    memory (a U-Net of width 100,000; a recipe from a stranger's checkpoint), before building them.
+    The networks are built on torch's meta device, which allocates nothing, to count them."""
+    import torch
+
+    from cgan_kit.device import memory_bytes
+
+    available = memory_bytes(device)
+    if available is None:
+        return
+    try:
+        with torch.device("meta"):
+            models = build_models(recipe, registry)
+    except CganError:
+        raise
+    except Exception:  # noqa: BLE001 - a factory that cannot run on the meta device: built for real later
+        return
+    counts = {role: sum(t.numel() for t in (*net.parameters(), *net.buffers())) for role, net in
+              models.networks.items()}
+    per = TRAINING_BYTES_PER_PARAMETER if training else INFERENCE_BYTES_PER_PARAMETER
+    needed = sum(counts.values()) * per
+    if needed > available:
+        largest = max(counts, key=lambda role: counts[role])
+        table = type(models.method).networks[largest].table
+        what = "their weights, gradients and Adam moments" if training else "their weights"
+        raise CganError(f"{recipe.source}: the networks have {sum(counts.values()):.3g} parameters ("
+                        + ", ".join(f"{role} {count:.3g}" for role, count in counts.items())
+                        + f"): {what} alone need {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} "
+                        f"GiB of {device}; make [{table}] smaller (its width or depth)")
+
+
 def build_dataset(recipe: Recipe, registry: Registry, split: str, augment: bool) -> Any:
     """The recipe's dataset for one split."""
-    return build(registry, recipe.data, "data", split=split, augment=augment)
+    dataset = build(registry, recipe.data, "data", split=split, augment=augment)
+    if not (callable(getattr(dataset, "__len__", None)) and callable(getattr(dataset, "__getitem__", None))):
+        raise broken(registry, recipe.data, "data", f"built a {type(dataset).__name__}, not a dataset (with "
+                     "__len__ and __getitem__)")
+    return dataset

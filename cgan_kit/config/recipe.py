@@ -49,6 +49,7 @@ COMPONENT_LISTS = {"losses": "loss", "stabilizers": "stabilizer"}
 SETTINGS_TABLES = {"train": TrainSettings, "optim": OptimSettings}
 TABLES = [*COMPONENT_TABLES, *COMPONENT_LISTS, *SETTINGS_TABLES]
 REQUIRED_TABLES = ("data", "losses")
+MAX_DEPTH = 32  # tables and arrays inside each other; deeper is no recipe, and Python would run out of stack
 # Keys that belong to the recipe rather than to a component's factory.
 RESERVED = {"loss": {"weight": 1.0}}
 
@@ -121,7 +122,10 @@ class Recipe:
 
     @property
     def run_name(self) -> str:
-        return self.train.name or Path(self.source).stem
+        """train.name, or the recipe file's name (bytes that are not UTF-8 in it replaced: TensorBoard
+        and the recipe file need UTF-8 names)."""
+        stem = Path(self.source).stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return self.train.name or stem
 
 
 def _plain(value: Any) -> Any:
@@ -153,6 +157,9 @@ def read(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise CganError(f"{path}: TOML syntax error: {error}") from None
+    except RecursionError:
+        raise CganError(f"{path}: values nested too deeply to read; a recipe nests at most {MAX_DEPTH} "
+                        "levels") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -166,7 +173,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         try:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
-            value = text  # a bare word such as cuda or ../data/facades is meant as a string
+            value = text
+        except RecursionError:
+            raise CganError(f"--set {key}=...: the value is nested too deeply; a recipe nests at most {MAX_DEPTH} "
+                            "levels") from None  # a bare word such as cuda or ../data/facades is meant as a string
         parts = _split_path(key, override)
         node: Any = raw
         for depth, part in enumerate(parts[:-1]):
@@ -224,6 +234,9 @@ def validate(raw: Any, source: str, registry: Registry) -> Recipe:
     problems: list[Problem] = []
     if not isinstance(raw, dict):
         raise RecipeError(source, [Problem("", "a recipe must be a TOML document of tables")])
+    shape = _shape_problems(raw)
+    if shape:
+        raise RecipeError(source, shape)
     components: dict[str, Any] = {}
     components["method"] = method = _component(raw.get("method", {"type": DEFAULT_METHOD}), "method", "method",
                                                registry, problems)
@@ -271,6 +284,33 @@ def validate(raw: Any, source: str, registry: Registry) -> Recipe:
     if problems:
         raise RecipeError(source, problems)
     return Recipe(source=source, **components, **settings)
+
+
+def _shape_problems(raw: Any) -> list[Problem]:
+    """Values no recipe can hold, found in one walk: nesting deeper than MAX_DEPTH tables or arrays,
+    and text with bytes that are not UTF-8 (from a command line or a file name), which no recipe
+    file could be written with."""
+    pending: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    while pending:
+        node, path, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return [Problem(path, f"nested more than {MAX_DEPTH} levels deep; no component takes values like that")]
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = node.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+                return [Problem(path, f"'{shown}' holds bytes that are not UTF-8 text; use UTF-8")]
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            if isinstance(key, str):
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return [Problem(path, "a key holds bytes that are not UTF-8 text; use UTF-8")]
+            pending.append((child, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."),
+                            depth + 1))
+    return []
 
 
 def _folder_problems(train: TrainSettings) -> list[Problem]:

@@ -66,10 +66,10 @@ class TrainSettings:
     name: str = ""
     out_dir: str = "runs"
     steps: Annotated[int, Range(ge=1)] = 1000
-    batch_size: Annotated[int, Range(ge=1)] = 1
+    batch_size: Annotated[int, Range(ge=1, le=65536)] = 1
     critic_steps: Annotated[int, Range(ge=1)] = 1
     generator_steps: Annotated[int, Range(ge=1)] = 1
-    seed: Annotated[int, Range(ge=0)] = 0
+    seed: Annotated[int, Range(ge=0, le=2**63 - 1)] = 0
     deterministic: bool = False
     device: str = "auto"
     workers: Literal["auto"] | Annotated[int, Range(ge=0)] = "auto"
@@ -80,7 +80,7 @@ class TrainSettings:
     keep_checkpoints: Annotated[int, Range(ge=1)] = 3
     eval_every: Annotated[int, Range(ge=0)] = 0
     eval_split: Literal["val", "test"] = "test"
-    eval_images: Annotated[int, Range(ge=1)] = 64
+    eval_images: Annotated[int, Range(ge=1, le=10**7)] = 64
     best_metric: Literal["ssim", "psnr", "l1"] = "ssim"
     data_cache: Literal["none", "device"] = "none"
     on_nonfinite: Literal["stop", "skip"] = "stop"

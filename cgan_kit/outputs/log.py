@@ -3,15 +3,39 @@ and the metrics file. Sample grids are drawn by ``samples.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
+from cgan_kit.errors import CganError
 from cgan_kit.runs.folder import RunFolder
+
+
+@contextlib.contextmanager
+def writing(what: str, path: Path, run: RunFolder) -> Iterator[None]:
+    """Turn an OS error while writing part of a run (a full disk, a name too long, a folder made
+    read-only) into one line naming the file and how to go on."""
+    try:
+        yield
+    except OSError as error:
+        raise CganError(f"cannot write {what} {path}: {error.strerror or error}; free some disk space (or fix the "
+                        f"folder) and continue from the last checkpoint with `cgan run --resume {run.path}`") from None
+
+
+def _quiet_writer_thread(previous: Any) -> Any:
+    """A threading.excepthook that leaves TensorBoard's writer thread's OS errors to the main
+    thread, which reports them as one line when it next writes (instead of a thread traceback)."""
+    def hook(args: Any) -> None:
+        if issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+    return hook
 
 
 class RunLog:
@@ -20,9 +44,12 @@ class RunLog:
     def __init__(self, run: RunFolder, total_steps: int, start_step: int, batch_size: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.total, self.batch_size = total_steps, batch_size
-        self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
-        self.metrics, dropped = _reopen_metrics(run.metrics, start_step)
+        self.run, self.total, self.batch_size = run, total_steps, batch_size
+        self.previous_hook, threading.excepthook = threading.excepthook, _quiet_writer_thread(threading.excepthook)
+        with writing("the metrics file", run.metrics, run):
+            self.metrics, dropped = _reopen_metrics(run.metrics, start_step)
+        with writing("TensorBoard's log in", run.tensorboard, run):
+            self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
         for leftover in run.samples.glob(".*.tmp"):  # a sample being written when a run was killed
             leftover.unlink(missing_ok=True)
         self.interactive = sys.stderr.isatty()
@@ -49,10 +76,12 @@ class RunLog:
 
     def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
         """Record scalars; show the headline ones on the terminal."""
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
-        self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
-        self.metrics.flush()
+        with writing("TensorBoard's log in", self.run.tensorboard, self.run):
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+        with writing("the metrics file", self.run.metrics, self.run):
+            self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
+            self.metrics.flush()
         evaluation = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("eval/")}
         if evaluation:  # a line of its own that stays on screen
             shown = " ".join(f"{k} {v:.4g}" for k, v in evaluation.items())
@@ -73,7 +102,8 @@ class RunLog:
             self.progress.update(self.task, completed=step)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
-        self.writer.add_image(tag, grid, step)
+        with writing("TensorBoard's log in", self.run.tensorboard, self.run):
+            self.writer.add_image(tag, grid, step)
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -84,8 +114,13 @@ class RunLog:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-        self.writer.close()
-        self.metrics.close()
+        try:
+            with writing("TensorBoard's log in", self.run.tensorboard, self.run):
+                self.writer.close()
+            with writing("the metrics file", self.run.metrics, self.run):
+                self.metrics.close()
+        finally:
+            threading.excepthook = self.previous_hook
 
 
 def _reopen_metrics(path: Path, start_step: int) -> tuple[Any, int]:
@@ -93,21 +128,29 @@ def _reopen_metrics(path: Path, start_step: int) -> tuple[Any, int]:
     after its last checkpoint logged steps that the resumed run will log again. Lines that are not
     a JSON object with an integer step (cut short by a kill, not UTF-8, damaged) are dropped too;
     returns the open file and how many such lines there were."""
-    dropped = 0
+    rows, dropped = read_metrics(path)
     if path.exists():
-        kept = []
+        kept = [line for line, row in rows if row["step"] <= start_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+    return open(path, "a", encoding="utf-8"), dropped
+
+
+def read_metrics(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """The rows of ``metrics.jsonl`` with their lines, and how many lines are not rows (see
+    ``metrics_row``); none for a file that does not exist."""
+    rows, skipped = [], 0
+    if path.is_file():
         for raw in path.read_bytes().split(b"\n"):
             if not raw.strip():
                 continue
             row = metrics_row(raw)
             if row is None:
-                dropped += 1
-            elif row["step"] <= start_step:
-                kept.append(raw.decode("utf-8").strip())
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        tmp.replace(path)
-    return open(path, "a", encoding="utf-8"), dropped
+                skipped += 1
+            else:
+                rows.append((raw.decode("utf-8").strip(), row))
+    return rows, skipped
 
 
 def metrics_row(line: bytes | str) -> dict[str, Any] | None:

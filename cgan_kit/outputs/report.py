@@ -3,8 +3,9 @@
 It shows the loss and evaluation curves as plots, a table of the evaluations (the best one
 marked), the sample grids of the fixed held-out examples (the method's columns: for pix2pix
 input | output | target | the critic's per-patch judgement of the generated pair | of the real
-pair) and an animated GIF of those samples across training. Training refreshes it whenever it draws samples or evaluates; ``cgan report
-RUN_DIR`` rebuilds it, first drawing the grids of checkpoints that have none.
+pair) and an animated GIF of those samples across training. Training refreshes it whenever it
+draws samples or evaluates; ``cgan report RUN_DIR`` rebuilds it, first drawing the grids of
+checkpoints that have none. Every value shown is escaped, whatever file it came from.
 
 Everything is read from the run folder (``metrics.jsonl``, ``samples/``, ``checkpoints/``), so the
 page can be rebuilt from any run, finished, running or killed. Plots are inline SVG: the page
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cgan_kit.errors import CganError
-from cgan_kit.outputs.log import metrics_row
+from cgan_kit.outputs.log import read_metrics
 from cgan_kit.outputs.metrics import LOWER_IS_BETTER
 from cgan_kit.runs import checkpoint
 from cgan_kit.runs.folder import REPORT_DIR, SAMPLES_DIR, RunFolder
@@ -87,18 +88,8 @@ def _recipe(run: Path) -> dict[str, Any]:
 def _metrics(run: Path) -> tuple[list[dict[str, Any]], int]:
     """The rows of ``metrics.jsonl``, and how many lines were skipped: cut short by a killed run,
     not UTF-8, not a JSON object with a whole-number step."""
-    path = RunFolder(run).metrics
-    rows, skipped = [], 0
-    if path.is_file():
-        for line in path.read_bytes().split(b"\n"):
-            if not line.strip():
-                continue
-            row = metrics_row(line)
-            if row is None:
-                skipped += 1
-            else:
-                rows.append(row)
-    return rows, skipped
+    rows, skipped = read_metrics(RunFolder(run).metrics)
+    return [row for _, row in rows], skipped
 
 
 def _number(value: Any) -> float | None:

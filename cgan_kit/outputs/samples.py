@@ -12,6 +12,7 @@ from cgan_kit.config.build import Models, build_dataset
 from cgan_kit.config.recipe import Recipe
 from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import set_mode
+from cgan_kit.outputs.log import writing
 from cgan_kit.plugin_api.contracts import Column
 from cgan_kit.runs.folder import RunFolder
 from cgan_kit.data import eval_loader
@@ -33,7 +34,8 @@ def write_samples(models: Models, fixed: dict[str, Any], device: torch.device, r
                   log: Any = None) -> None:
     """Draw the sample grid of ``step`` into the run's samples (and TensorBoard, given a log)."""
     grid = render_samples(models, fixed, device)
-    save_png(grid, run.sample(step))
+    with writing("the sample grid", run.sample(step), run):
+        save_png(grid, run.sample(step))
     if log is not None:
         log.image("samples/grid", grid, step)
 

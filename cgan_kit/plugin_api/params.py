@@ -33,14 +33,18 @@ class Range:
 
     def violation(self, value: float) -> str | None:
         if self.ge is not None and not value >= self.ge:
-            return f">= {self.ge:g}"
+            return f">= {_bound(self.ge)}"
         if self.gt is not None and not value > self.gt:
-            return f"> {self.gt:g}"
+            return f"> {_bound(self.gt)}"
         if self.le is not None and not value <= self.le:
-            return f"<= {self.le:g}"
+            return f"<= {_bound(self.le)}"
         if self.lt is not None and not value < self.lt:
-            return f"< {self.lt:g}"
+            return f"< {_bound(self.lt)}"
         return None
+
+
+def _bound(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         # moments for the whole resumed run, and would change or fault if the file were rewritten.)
         tensors = {key: value.clone() for key, value in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        if _is_pickle(path):
+        if is_pickle(path):
             raise CganError(f"{path} is a pickle (as torch.save writes), not a safetensors checkpoint; cgan-kit "
                             "never loads pickles, which can run code (`cgan convert-reference` turns pix2pix "
                             ".pth weights into a run)") from None
@@ -102,7 +102,7 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CganError(f"{path} is a safetensors file but not a cgan-kit checkpoint (no {META_KEY} metadata)")
     try:
         meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError, ValueError):  # ValueError: an integer of over 4300 digits
         meta = None
     if not isinstance(meta, dict):
         raise CganError(f"{path}: its cgan-kit metadata is not a JSON object; the file is damaged")
@@ -124,12 +124,12 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {}).get(META_KEY, "null"))
-    except (SafetensorError, OSError, ValueError, RuntimeError):
+    except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError):
         return None
     return meta if isinstance(meta, dict) else None
 
 
-def _is_pickle(path: Path) -> bool:
+def is_pickle(path: Path) -> bool:
     """Whether a file starts as torch.save's zip archive or a bare pickle (protocol 2 or later) does."""
     try:
         with open(path, "rb") as handle:
@@ -196,19 +196,3 @@ def optimizer_state(tensors: dict[str, Any], groups: list[dict[str, Any]]) -> di
         state.setdefault(int(index), {})[name] = value
     return {"state": state, "param_groups": [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
                                               for g in groups]}
-
-
-def load_weights(module: Any, tensors: dict[str, Any], what: str, path: Path) -> None:
-    """Load a state dict, naming the first tensor whose name or shape does not match."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    if missing or unexpected:
-        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise CganError(f"{path}: the {what} in this checkpoint does not fit the recipe's {what} ({detail}, "
-                        f"{len(missing)} missing, {len(unexpected)} unexpected); was it saved by another recipe?")
-    for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
-            raise CganError(f"{path}: {what} tensor {key} has shape {list(tensors[key].shape)} in the checkpoint "
-                            f"but {list(value.shape)} in the recipe's {what}; was it saved by another recipe?")
-    module.load_state_dict(tensors)

@@ -6,8 +6,14 @@ converter) goes through ``RunFolder`` for its paths: the layout is spelled here 
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from cgan_kit.errors import CganError
 from cgan_kit.runs import checkpoint
@@ -83,21 +89,108 @@ class RunFolder:
         self.make_parts()
         try:
             tmp = self.path / f".{RECIPE_FILE}.tmp"
-            tmp.write_text(recipe_text, encoding="utf-8")
+            # backslashreplace: a file name of bytes that are not UTF-8 only appears in the comment line
+            tmp.write_text(recipe_text, encoding="utf-8", errors="backslashreplace")
             tmp.replace(self.recipe)
         except OSError as error:
             raise CganError(f"cannot write the run folder {self.path}: {error.strerror or error}; choose a writable "
                             "train.out_dir") from None
 
 
-def first_free(folder: Path) -> RunFolder:
-    """The run folder itself, or ``name-2``, ``name-3``... when earlier runs hold it: a new run
-    never overwrites one (continuing one is ``--resume``)."""
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """The lock a training process holds on its run folder for as long as it trains: a second
+    ``cgan run`` never takes the folder, and ``--resume`` of a live run is refused, naming the
+    process. An exclusive ``flock`` on ``.lock``, which the kernel releases when the process ends
+    however it ends, so a lock left by a killed process is simply taken over. (Platforms without
+    ``fcntl`` get no lock.)"""
+
+    def __init__(self, run: RunFolder, handle: Any):
+        self.run, self.handle = run, handle
+
+    @classmethod
+    def try_acquire(cls, run: RunFolder) -> RunLock | None:
+        """The lock, or None while another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return cls(run, None)
+        path = run.path / LOCK_FILE
+        try:
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as error:
+            raise CganError(f"cannot write the run folder {run.path}: {error.strerror or error}; choose a writable "
+                            "train.out_dir") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return None
+        try:  # who holds it, for the message another process shows; the lock works without it
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "command": " ".join(["cgan", *sys.argv[1:]])}))
+            handle.flush()
+        except OSError:
+            pass
+        return cls(run, handle)
+
+    @classmethod
+    def acquire(cls, run: RunFolder) -> RunLock:
+        """The lock, or one line naming the process that holds it."""
+        lock = cls.try_acquire(run)
+        if lock is None:
+            raise CganError(f"{run.path} is in use by {holder(run)}; wait for it to finish (or stop it) before "
+                            "resuming this run")
+        return lock
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file releases the flock
+            self.handle = None
+
+
+def holder(run: RunFolder) -> str:
+    """Who holds a run folder's lock, as its lock file tells."""
+    try:
+        found = json.loads((run.path / LOCK_FILE).read_text(encoding="utf-8"))
+        return (f"process {int(found['pid'])} on {str(found['host'])[:64]} (started {str(found['started'])[:20]}: "
+                f"{str(found['command'])[:120]})")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return "another process"
+
+
+def claim_new(folder: Path, recipe_text: Callable[[RunFolder], str]) -> tuple[RunFolder, RunLock]:
+    """A new run folder, locked: the folder itself, or ``name-2``, ``name-3``... where earlier or
+    running runs hold it; ``recipe_text(run)`` is what its recipe file says. A new run never
+    overwrites one (continuing one is ``--resume``), and two runs started at the same moment get
+    two folders: each candidate is taken under its lock, so checking that it holds no run and
+    writing the recipe happen as one step."""
     candidate, number = folder, 1
-    while RunFolder(candidate).recipe.exists():
+    while True:
+        run = RunFolder(candidate)
+        if not run.recipe.exists():
+            try:
+                run.path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise CganError(f"cannot write the run folder {run.path}: {error.strerror or error}; choose a "
+                                "writable train.out_dir") from None
+            lock = RunLock.try_acquire(run)
+            if lock is not None:
+                if not run.recipe.exists():  # under the lock: nobody else can be writing it now
+                    try:
+                        run.make(recipe_text(run))
+                    except BaseException:
+                        lock.release()
+                        raise
+                    return run, lock
+                lock.release()
         number += 1
         candidate = folder.with_name(f"{folder.name}-{number}")
-    return RunFolder(candidate)
 
 
 def resolve_checkpoint(target: str | Path, which: str = "latest") -> Path:

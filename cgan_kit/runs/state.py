@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from cgan_kit import __version__
-from cgan_kit.config.build import Models, build_models
+from cgan_kit.config.build import Models, build_models, check_memory
 from cgan_kit.errors import CganError, RecipeError
 from cgan_kit.plugin_api import plugins
-from cgan_kit.runs import checkpoint
+from cgan_kit.runs import checkpoint, validation
 from cgan_kit.runs.folder import RunFolder
 
 if sys.version_info >= (3, 11):
@@ -100,7 +100,7 @@ def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str
                         "used on its own (was it written by an old or foreign tool?)")
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, RecursionError) as error:
         raise CganError(f"{path}: the recipe in its metadata is not valid TOML ({error}); the file is damaged") \
             from None
     for table, values in (overrides or {}).items():
@@ -115,50 +115,58 @@ def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str
     try:
         return validate(raw, f"{path} (its recipe)", plugins.registry())
     except RecipeError as error:
-        raise CganError(f"{error}\n{path}: the recipe saved in this checkpoint does not validate with the installed "
-                        "plugins; install the plugins (and versions) it was trained with") from None
+        raise CganError(f"{error} (the recipe saved in this checkpoint does not validate with the installed plugins: "
+                        "a damaged checkpoint, or install the plugins and versions it was trained with)") from None
 
 
 def load_networks(models: Models, tensors: dict[str, Any], meta: dict[str, Any], path: Path,
                   stabilizer_states: bool = True) -> None:
-    """Load every network's weights (and the stabilizers' state) into built, set-up models."""
+    """Load every network's weights (and the stabilizers' state) into built, set-up models. The
+    caller has checked the tensors (``validation.check_tensors``); the stabilizers check their own
+    state and go first, so that a state they refuse leaves the networks as they were."""
+    if stabilizer_states:
+        saved_extra = meta.get("stabilizers") or []
+        if len(saved_extra) != len(models.stabilizers):
+            raise CganError(f"{path}: saved with {len(saved_extra)} stabilizers, the recipe has "
+                            f"{len(models.stabilizers)}; resume with the run's own recipe")
+        for i, (stabilizer, extra) in enumerate(zip(models.stabilizers, saved_extra)):
+            try:
+                stabilizer.load_state_dict(checkpoint.split(tensors, f"stabilizers.{i}"))
+                stabilizer.load_extra_state(extra)
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+                raise CganError(f"{path}: the state of stabilizer {i} ({type(stabilizer).__name__}) does not fit "
+                                f"its recipe ({' '.join(str(error).split())[:200]}); the file is damaged") from None
     for role, network in models.networks.items():
-        checkpoint.load_weights(network, checkpoint.split(tensors, f"networks.{role}"), role, path)
-    if not stabilizer_states:
-        return
-    saved_extra = meta.get("stabilizers") or []
-    if len(saved_extra) != len(models.stabilizers):
-        raise CganError(f"{path}: saved with {len(saved_extra)} stabilizers, the recipe has "
-                        f"{len(models.stabilizers)}; resume with the run's own recipe")
-    for i, (stabilizer, extra) in enumerate(zip(models.stabilizers, saved_extra)):
-        try:
-            stabilizer.load_state_dict(checkpoint.split(tensors, f"stabilizers.{i}"))
-            stabilizer.load_extra_state(extra)
-        except (RuntimeError, KeyError, ValueError) as error:
-            raise CganError(f"{path}: the state of stabilizer {i} ({type(stabilizer).__name__}) does not fit "
-                            f"its recipe ({' '.join(str(error).split())[:200]}); the file is damaged") from None
+        network.load_state_dict(checkpoint.split(tensors, f"networks.{role}"))
 
 
 def restore(path: Path, models: Models, optimizers: dict[str, torch.optim.Optimizer],
             scalers: dict[str, torch.amp.GradScaler]) -> tuple[int, int]:
-    """Load a checkpoint into a built run; returns (step, batches consumed)."""
+    """Load a checkpoint into a built run, every entry checked first; returns (step, batches consumed)."""
     tensors, meta = read(path)
+    validation.check_meta(path, meta, resume=True)
+    groups = meta["optimizer_groups"]
+    validation.check_tensors(path, tensors, models, optimizers=optimizers, groups=groups)
     load_networks(models, tensors, meta, path)
     # A checkpoint without optimizer state (weights converted from elsewhere) fine-tunes from fresh Adam.
     for name, optimizer in optimizers.items():
-        if name in meta["optimizer_groups"]:
+        if name in groups:
+            flags = {key: group[key] for group in optimizer.param_groups[:1]
+                     for key in validation.IMPLEMENTATION_FLAGS if key in group}
             optimizer.load_state_dict(checkpoint.optimizer_state(checkpoint.split(tensors, f"optim.{name}"),
-                                                                 meta["optimizer_groups"][name]))
-    for name, state in meta.get("grad_scalers", {}).items():
+                                                                 groups[name]))
+            for group in optimizer.param_groups:
+                group.update(flags)
+    for name, scaler_state in meta.get("grad_scalers", {}).items():
         if name in scalers and scalers[name].is_enabled():  # fp16 then: the loss scale it had reached
-            scalers[name].load_state_dict(state)
+            scalers[name].load_state_dict(scaler_state)
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
     if torch.cuda.is_available():
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
-    return int(meta["step"]), int(meta["batches"])
+    return meta["step"], meta["batches"]
 
 
 def load_models(path: Path, device: torch.device, overrides: dict[str, dict[str, Any]] | None = None,
@@ -168,11 +176,14 @@ def load_models(path: Path, device: torch.device, overrides: dict[str, dict[str,
     on ``device`` and in eval mode."""
     check_format(path)
     tensors, meta = read(path)
+    validation.check_meta(path, meta, resume=False)
     recipe = saved_recipe(path, meta, overrides)
+    check_memory(recipe, plugins.registry(), device, training=False)
     models = build_models(recipe, plugins.registry())
     # Stabilizers may change the networks (spectral norm reparametrizes them): set them up as the
     # training loop did, so that the saved tensor names fit.
     models.setup_stabilizers(recipe.train.steps)
+    validation.check_tensors(path, tensors, models, stabilizers=stabilizer_states)
     load_networks(models, tensors, meta, path, stabilizer_states)
     del tensors
     for role in models.networks:
@@ -189,8 +200,7 @@ def check_format(path: Path) -> None:
         size = path.stat().st_size
     except OSError as error:
         raise CganError(f"{path} cannot be read ({error.strerror or error})") from None
-    is_pickle = head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
-    if is_pickle:
+    if checkpoint.is_pickle(path):
         return
     length = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
     if len(head) < 9 or not 2 <= length <= size - 8 or head[8:9] != b"{":

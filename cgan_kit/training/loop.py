@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from cgan_kit import __version__
-from cgan_kit.config.build import Models, build_dataset, build_models
+from cgan_kit.config.build import Models, build_dataset, build_models, check_memory
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.device import pick_device, precision_warning, resolve_precision
 from cgan_kit.errors import CganError
@@ -33,7 +33,7 @@ from cgan_kit.outputs.samples import fixed_samples, write_samples
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import Networks
 from cgan_kit.runs import checkpoint, state
-from cgan_kit.runs.folder import RunFolder, first_free
+from cgan_kit.runs.folder import RunFolder, RunLock, claim_new
 from cgan_kit.training import allocator, cuda_graph, distributed
 from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_fits, eval_loader, train_loader
 from cgan_kit.training.kit import Kit
@@ -46,27 +46,52 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
     """Train a recipe (or resume a run) to ``train.steps``, or only to step ``until``."""
     registry = plugins.registry()
     context, device = distributed.start()  # a single process outside torchrun
+    lock, run, resume_from = None, None, None
+    previous = _terminate_as_interrupt()  # until the loop's StopRequests take over: SIGTERM acts as Ctrl-C
     try:
-        run, recipe, resume_from = open_run(recipe_path, overrides, resume, context)
-        try:
-            session = setup(registry, context, device, run, recipe, resume_from, until)
-            if session is not None:
-                loop(session)
-        except BaseException:
-            if resume_from is None and context.main and not run.saved_steps():
-                # Failed before its first checkpoint (data, models, device): the folder holds nothing
-                # worth keeping, and leaving it would push the corrected rerun to name-2.
-                shutil.rmtree(run.path, ignore_errors=True)
-            raise
+        run, recipe, resume_from, lock = open_run(recipe_path, overrides, resume, context)
+        session = setup(registry, context, device, run, recipe, resume_from, until)
+        if session is not None:
+            loop(session)
+    except BaseException as error:
+        kept = run is not None and bool(run.saved_steps())
+        if run is not None and resume_from is None and context.main and not kept:
+            # Failed before its first checkpoint (data, models, device, Ctrl-C): the folder holds
+            # nothing worth keeping, and leaving it would push the corrected rerun to name-2.
+            shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(error, KeyboardInterrupt):
+            if run is None:
+                raise Interrupted("interrupted before training started; nothing was written") from None
+            if not kept:
+                raise Interrupted(f"interrupted before the first checkpoint; {run.path} was removed") from None
+            raise Interrupted(f"interrupted; {run.path} keeps its checkpoints up to step {run.saved_steps()[-1][0]}: "
+                              f"continue with `cgan run --resume {run.path}`") from None
+        raise
     finally:
+        _restore_signals(previous)
+        if lock is not None:
+            lock.release()
         distributed.stop(context)
 
 
+def _terminate_as_interrupt() -> dict[int, Any]:
+    """Make SIGTERM raise KeyboardInterrupt as Ctrl-C does (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signal.SIGTERM: signal.signal(signal.SIGTERM, signal.default_int_handler)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def open_run(recipe_path: str | None, overrides: list[str], resume: str | None,
-             context: distributed.Context = distributed.Context()) -> tuple[RunFolder, Recipe, Path | None]:
-    """Create a new run folder, or reopen one to resume: (folder, recipe, checkpoint to resume from).
-    The resolved recipe is saved in a new folder; in distributed training rank 0 creates it and the
-    others learn its name."""
+             context: distributed.Context = distributed.Context()
+             ) -> tuple[RunFolder, Recipe, Path | None, RunLock | None]:
+    """Claim a new run folder, or reopen one to resume: (folder, recipe, checkpoint to resume from,
+    the folder's lock, held by the main process while it trains). The resolved recipe is saved in
+    a new folder; in distributed training rank 0 creates it and the others learn its name."""
     if resume is not None:
         run = RunFolder(Path(resume))
         if recipe_path is not None:
@@ -75,14 +100,16 @@ def open_run(recipe_path: str | None, overrides: list[str], resume: str | None,
         if not run.is_run():
             raise CganError(f"--resume {run.path}: no {run.recipe.name} there; is this a run folder made by "
                             "`cgan run`?")
-        return run, load(run.recipe, overrides), run.latest()
+        recipe = load(run.recipe, overrides)
+        lock = RunLock.acquire(run) if context.main else None
+        return run, recipe, run.latest(), lock
     recipe = load(recipe_path, overrides)
-    run = None
+    run, lock = None, None
     if context.main:
-        run = first_free(Path(recipe.train.out_dir) / recipe.run_name)
-        run.make(f"# Resolved by cgan-kit {__version__} from {recipe_path}; repeat with "
-                 f"`cgan run {run.recipe}`.\n{recipe.to_toml()}")
-    return distributed.share(run, context), recipe, None
+        run, lock = claim_new(Path(recipe.train.out_dir) / recipe.run_name,
+                              lambda claimed: f"# Resolved by cgan-kit {__version__} from {recipe_path}; repeat "
+                                              f"with `cgan run {claimed.recipe}`.\n{recipe.to_toml()}")
+    return distributed.share(run, context), recipe, None, lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +168,7 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     apply(threads)
     train_set, held_out = datasets(recipe, registry, context)
 
+    check_memory(recipe, registry, device, training=True)
     models = build_models(recipe, registry)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for network in models.networks.values():
@@ -282,16 +310,15 @@ def loop(s: Session) -> None:
     """Train from ``s.step`` to ``s.stop_at``: rate -> batches -> the method's step -> at sync
     points: log, sample, evaluate, checkpoint. Ctrl-C finishes the step and saves."""
     cfg, main, log, skipped = s.recipe.train, s.context.main, s.log, 0
-    if s.step == 0 and main:
-        if s.run.latest() is None:  # a resumable state exists from the start
-            s.save()
-        if s.evaluation is not None:
-            evaluate_and_keep_best(s, epoch=0)
-        write_samples(s.models, s.fixed, s.device, s.run, 0, log)
-        refresh_report(s, running=True)
-
     started = time.perf_counter()
     with StopRequests() as stop:
+        if s.step == 0 and main:  # a Ctrl-C here stops after the step-0 evaluation, as after a step
+            if s.run.latest() is None:  # a resumable state exists from the start
+                s.save()
+            if s.evaluation is not None:
+                evaluate_and_keep_best(s, epoch=0)
+            write_samples(s.models, s.fixed, s.device, s.run, 0, log)
+            refresh_report(s, running=True)
         while s.step < s.stop_at and not distributed.anywhere(stop.requested, s.context):
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
             factor = lr_factor(s.recipe.optim.schedule, s.step, cfg.steps, s.recipe.optim.decay_start)

@@ -151,8 +151,8 @@ class _ShapeDomains(_Domains):
         return (image + 1) / 2, item["name"]
 
 
-def synthetic_unpaired(split: Split, augment: bool, size: Annotated[int, Range(ge=8)] = 32,
-                       length: Annotated[int, Range(ge=1)] = 1000, seed: Annotated[int, Range(ge=0)] = 0,
+def synthetic_unpaired(split: Split, augment: bool, size: Annotated[int, Range(ge=8, le=4096)] = 32,
+                       length: Annotated[int, Range(ge=1, le=10**8)] = 1000, seed: Annotated[int, Range(ge=0)] = 0,
                        flip: bool = True, in_channels: Channels = 3, out_channels: Channels = 3) -> Dataset:
     """Procedural shapes as two unpaired domains: label maps (A) and shaded renderings (B).
 

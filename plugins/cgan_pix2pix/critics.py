@@ -79,8 +79,8 @@ def _patch_body(in_channels: int, n_layers: int, ndf: int, layers: Layers,
 
 def patchgan(
     in_channels: int,
-    n_layers: Annotated[int, Range(ge=1)] = 3,
-    ndf: Annotated[int, Range(ge=1)] = 64,
+    n_layers: Annotated[int, Range(ge=1, le=12)] = 3,
+    ndf: Annotated[int, Range(ge=1, le=4096)] = 64,
     norm: ref("norm") = "batch",
     activation: ref("activation") = "leaky_relu",
     reduce: Reduce = "none",
@@ -108,7 +108,7 @@ def patchgan(
 
 def pixelgan(
     in_channels: int,
-    ndf: Annotated[int, Range(ge=1)] = 64,
+    ndf: Annotated[int, Range(ge=1, le=4096)] = 64,
     norm: ref("norm") = "batch",
     activation: ref("activation") = "leaky_relu",
     reduce: Reduce = "none",
@@ -137,9 +137,9 @@ def pixelgan(
 
 def multiscale_patchgan(
     in_channels: int,
-    scales: Annotated[int, Range(ge=1)] = 3,
-    n_layers: Annotated[int, Range(ge=1)] = 3,
-    ndf: Annotated[int, Range(ge=1)] = 64,
+    scales: Annotated[int, Range(ge=1, le=8)] = 3,
+    n_layers: Annotated[int, Range(ge=1, le=12)] = 3,
+    ndf: Annotated[int, Range(ge=1, le=4096)] = 64,
     norm: ref("norm") = "batch",
     activation: ref("activation") = "leaky_relu",
     reduce: Reduce = "none",

@@ -23,7 +23,7 @@ from cgan_pix2pix.transforms import PairTransform
 Split = Literal["train", "val", "test"]
 Direction = Literal["AtoB", "BtoA"]
 Channels = Literal[1, 3, 4]
-Side = Annotated[int, Range(ge=1)]
+Side = Annotated[int, Range(ge=1, le=16384)]  # pixels; larger would not fit in memory
 SPLITS = get_args(Split)
 
 _FEW = 3  # names quoted in an error message
@@ -156,8 +156,8 @@ def paired_folders(split: Split, augment: bool, root: str, direction: Direction 
                       out_channels=out_channels, bit_depth=read_bit_depth(target))
 
 
-def synthetic(split: Split, augment: bool, size: Annotated[int, Range(ge=8)] = 64,
-              length: Annotated[int, Range(ge=1)] = 1000, seed: Annotated[int, Range(ge=0)] = 0,
+def synthetic(split: Split, augment: bool, size: Annotated[int, Range(ge=8, le=4096)] = 64,
+              length: Annotated[int, Range(ge=1, le=10**8)] = 1000, seed: Annotated[int, Range(ge=0)] = 0,
               in_channels: Channels = 3, out_channels: Channels = 3, flip: bool = True) -> Dataset:
     """Procedural shapes: label maps of rectangles, ellipses and triangles to shaded renderings.
 

@@ -246,7 +246,7 @@ def instance_noise(sigma: Annotated[float, Range(ge=0)] = 0.1, decay: Decay = "l
     return InstanceNoise(sigma, decay)
 
 
-def history_buffer(size: Annotated[int, Range(ge=0)] = 50,
+def history_buffer(size: Annotated[int, Range(ge=0, le=10000)] = 50,
                    probability: Annotated[float, Range(ge=0, le=1)] = 0.5) -> Stabilizer:
     """Show the critic past fakes: a pool of generated pairs, as pix2pix and CycleGAN use.
 
