@@ -322,8 +322,13 @@ def test_a_device_that_does_not_exist_is_one_line_and_leaves_no_run_folder(tiny_
 
 
 def test_a_name_too_long_is_one_line(tiny_recipe, tmp_path):
+    (tmp_path / "runs").mkdir()  # (where it is missing, the missing folder is what the OS names)
     one_error(cgan("run", str(tiny_recipe), "--set", f"train.name={'n' * 300}"), "cannot write the run folder",
               "File name too long")
+    long = str(tmp_path / "runs" / ("n" * 300))
+    for command in (["run", "--resume", long], ["report", long], ["eval", long], ["translate", long, long, "--out",
+                                                                                 str(tmp_path / "out")]):
+        one_error(cgan(*command), "File name too long")
 
 
 def test_bytes_that_are_not_utf8_in_names_and_values(tiny_recipe, tmp_path):

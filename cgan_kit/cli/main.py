@@ -42,12 +42,22 @@ class CganGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CganError as error:
+        except (CganError, OSError) as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if isinstance(error, OSError):  # the commands name what they write; this is the net for the rest
+                error = CganError(os_error(error))
             for line in str(error).splitlines() or ["error"]:
                 click.echo(f"error: {line}", err=True)
             ctx.exit(error.exit_code)
+
+
+def os_error(error: OSError) -> str:
+    """An OS error the commands did not foresee (a name too long, a full disk, a folder that is a
+    file) as one line: the file and the reason."""
+    names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    reason = error.strerror or type(error).__name__
+    return f"{names}: {reason}" if names else f"{reason} ({error})"
 
 
 @click.group(cls=CganGroup, context_settings={"help_option_names": ["-h", "--help"]},

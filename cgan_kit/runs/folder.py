@@ -73,7 +73,10 @@ class RunFolder:
         return checkpoint.saved_steps(self.checkpoints)
 
     def is_run(self) -> bool:
-        return self.recipe.is_file()
+        try:
+            return self.recipe.is_file()
+        except OSError as error:  # a name too long, a component that is a file
+            raise CganError(f"{self.path} cannot be read as a run folder: {error.strerror or error}") from None
 
     def make_parts(self) -> None:
         """Create the folders a run writes into (again, where a user deleted one to save space)."""
@@ -173,24 +176,34 @@ def claim_new(folder: Path, recipe_text: Callable[[RunFolder], str]) -> tuple[Ru
     candidate, number = folder, 1
     while True:
         run = RunFolder(candidate)
-        if not run.recipe.exists():
-            try:
-                run.path.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise CganError(f"cannot write the run folder {run.path}: {error.strerror or error}; choose a "
-                                "writable train.out_dir") from None
-            lock = RunLock.try_acquire(run)
-            if lock is not None:
-                if not run.recipe.exists():  # under the lock: nobody else can be writing it now
-                    try:
-                        run.make(recipe_text(run))
-                    except BaseException:
-                        lock.release()
-                        raise
-                    return run, lock
-                lock.release()
+        try:
+            claimed = _claim(run, recipe_text)
+        except OSError as error:  # a name too long, a parent that is a file, a read-only folder
+            raise CganError(f"cannot write the run folder {run.path}: {error.strerror or error}; choose a writable "
+                            "train.out_dir (and a shorter train.name)") from None
+        if claimed is not None:
+            return run, claimed
         number += 1
         candidate = folder.with_name(f"{folder.name}-{number}")
+
+
+def _claim(run: RunFolder, recipe_text: Callable[[RunFolder], str]) -> RunLock | None:
+    """Take ``run`` for a new run if it holds none and nobody holds its lock: its lock, or None."""
+    if run.recipe.exists():
+        return None
+    run.path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock.try_acquire(run)
+    if lock is None:
+        return None
+    if run.recipe.exists():  # under the lock: nobody else can be writing it now
+        lock.release()
+        return None
+    try:
+        run.make(recipe_text(run))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def resolve_checkpoint(target: str | Path, which: str = "latest") -> Path:
