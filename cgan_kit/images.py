@@ -136,7 +136,7 @@ def max_pixels() -> int:
     value = os.environ.get(PIXELS_VARIABLE, "").strip()
     if not value:
         return MAX_PIXELS
-    if not value.isdigit() or int(value) == 0:
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
         raise CganError(f"{PIXELS_VARIABLE}={value} is not a whole number of pixels above 0; "
                         f"set it to the largest width x height to read (default {MAX_PIXELS}) or unset it")
     return int(value)

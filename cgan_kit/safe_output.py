@@ -32,7 +32,7 @@ def check_target(target: Path, inputs: list[Path], option: str) -> None:
         raise CganError(f"{option} {target}: cannot be checked ({error.strerror or error})") from None
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a special file (a FIFO, a device or a socket)"
-        raise CganError(f"{option} {target}: it is {kind}, not a file to replace; write elsewhere")
+        raise CganError(f"{option} {target}: it is {kind}, not a file to replace; remove it or write elsewhere")
 
 
 def check_folder(folder: Path, inputs: list[Path], protected: list[Path], option: str) -> None:

@@ -77,6 +77,8 @@ def test_optimizer_moments_of_the_wrong_shape_are_refused_not_a_segfault(half_tr
     (None, {"best": {"metric": "eval/l1"}}, "metadata field best"),
     (None, {"grad_scalers": {"generator": {"scale": "big"}}}, "grad_scalers.generator"),
     (None, {"recipe": None}, "metadata field recipe is None, not the recipe's text"),
+    ({"optim.generator.0.exp_avg_sq": torch.full((4, 3, 4, 4), -1.0)}, None, "are negative"),
+    ({"optim.generator.0.step": torch.tensor(-5.0)}, None, "is -5.0, not a step count"),
 ])
 def test_every_entry_of_a_checkpoint_is_checked_before_a_resume_loads_it(half_trained, tmp_path, tensors, meta,
                                                                           fragment):
@@ -101,6 +103,38 @@ def test_every_entry_of_a_checkpoint_is_checked_before_a_resume_loads_it(half_tr
     after = models.networks["generator"].state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)  # nothing was half-loaded
     assert all(not optimizer.state for optimizer in optimizers.values())
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("maximize", None, "maximize is None, expected a value like False"),  # before: a TypeError in the fused step
+    ("betas", [0.5, 7.0], "Adam needs betas in [0, 1) and eps > 0"),  # before: NaN weights after one step
+    ("eps", 0, "Adam needs betas in [0, 1) and eps > 0"),
+    ("lr", None, "lr is None"),
+])
+def test_an_optimizer_group_that_would_break_the_step_is_refused(half_trained, tmp_path, key, value, fragment):
+    run = copy_run(half_trained, tmp_path)
+    path = run / "checkpoints" / "step_00000003.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        groups = json.loads(handle.metadata()["cgan_kit"])["optimizer_groups"]
+    groups["generator"][0][key] = value
+    rewrite(path, meta={"optimizer_groups": groups})
+    one_error(cgan("run", "--resume", str(run), "--set", "train.steps=8"), str(path), fragment)
+
+
+def test_an_integer_of_5000_digits_is_one_line_wherever_it_comes_from(half_trained, tmp_path):
+    huge = "9" * 5000
+    recipe, plain = tmp_path / "huge.toml", tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE + f"seed = {huge}\n")
+    plain.write_text(TINY_RECIPE)
+    for result in (CliRunner().invoke(cli, ["check", str(recipe)]),
+                   CliRunner().invoke(cli, ["check", str(plain), "--set", f"train.seed={huge}"])):
+        assert result.exit_code == 2 and "4300" in result.output and "Traceback" not in result.output, result.output
+    run = copy_run(half_trained, tmp_path)
+    path = run / "checkpoints" / "step_00000003.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        text = json.loads(handle.metadata()["cgan_kit"])["recipe"]
+    rewrite(path, meta={"recipe": text.replace("seed = 0", f"seed = {huge}", 1)})
+    one_error(cgan("export", str(path), "--format", "torchscript", "--out", str(tmp_path / "g.pt")), str(path))
 
 
 def test_the_recipe_inside_a_checkpoint_meets_the_same_bounds_as_a_recipe_file(half_trained, tmp_path):
@@ -213,6 +247,41 @@ def test_a_live_run_cannot_be_resumed_and_a_dead_ones_lock_is_taken_over(tiny_re
     assert (run / ".lock").is_file()
     result = cgan("run", "--resume", str(run), "--set", "train.steps=2", check=True)
     assert "done:" in result.stdout
+
+
+def test_a_new_run_never_takes_a_folder_that_holds_anything(half_trained, tiny_recipe, tmp_path):
+    """A folder of the run's name with someone's files, or a run whose recipe.toml was lost."""
+    mine = tmp_path / "runs" / "tiny"
+    (mine / "photos").mkdir(parents=True)
+    (mine / "photos" / "a.txt").write_text("precious")
+    lost = tmp_path / "runs" / "tiny-2"
+    shutil.copytree(half_trained, lost)
+    (lost / "recipe.toml").unlink()
+    before = digest(lost / "checkpoints" / "step_00000003.safetensors")
+    cgan("run", str(tiny_recipe), "--set", "train.steps=2", check=True)
+    assert (tmp_path / "runs" / "tiny-3" / "checkpoints" / "step_00000002.safetensors").is_file()
+    assert (mine / "photos" / "a.txt").read_text() == "precious" and sorted(os.listdir(mine)) == ["photos"]
+    assert digest(lost / "checkpoints" / "step_00000003.safetensors") == before
+
+
+def test_a_resume_that_fails_leaves_the_run_folder_as_it_was(half_trained, tmp_path):
+    """Before: a resumed run without checkpoints that failed in setup was deleted whole."""
+    run = copy_run(half_trained, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    (run / "NOTES.md").write_text("my notes")
+    one_error(cgan("run", "--resume", str(run), "--set", "train.device=mps"), "train.device")
+    assert (run / "NOTES.md").read_text() == "my notes" and (run / "recipe.toml").is_file()
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(half_trained, tmp_path):
+    run = copy_run(half_trained, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important")
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").symlink_to(victim)
+    one_error(cgan("run", "--resume", str(run), "--set", "train.steps=8"), f"{run / '.lock'}: cannot be opened as "
+              "the run's lock file")
+    assert victim.read_text() == "important"
 
 
 def test_a_lock_names_its_holder_in_process(tmp_path):

@@ -174,10 +174,10 @@ def check_memory(recipe: Recipe, registry: Registry, device: Any, training: bool
         raise
     except Exception:  # noqa: BLE001 - a factory that cannot run on the meta device: built for real later
         return
-    counts = {role: sum(t.numel() for t in (*net.parameters(), *net.buffers())) for role, net in
-              models.networks.items()}
+    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in models.networks.items()}
+    buffers = sum(b.numel() for net in models.networks.values() for b in net.buffers())
     per = TRAINING_BYTES_PER_PARAMETER if training else INFERENCE_BYTES_PER_PARAMETER
-    needed = sum(counts.values()) * per
+    needed = sum(counts.values()) * per + buffers * INFERENCE_BYTES_PER_PARAMETER
     if needed > available:
         largest = max(counts, key=lambda role: counts[role])
         table = type(models.method).networks[largest].table

@@ -157,6 +157,8 @@ def read(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise CganError(f"{path}: TOML syntax error: {error}") from None
+    except ValueError as error:  # an integer of over 4300 digits
+        raise CganError(f"{path}: {error}") from None
     except RecursionError:
         raise CganError(f"{path}: values nested too deeply to read; a recipe nests at most {MAX_DEPTH} "
                         "levels") from None
@@ -172,11 +174,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise CganError(f'--set {override}: expected KEY.PATH=VALUE, e.g. --set train.steps=100')
         try:
             value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError:  # a bare word such as cuda or ../data/facades is meant as a string
             value = text
+        except ValueError as error:  # an integer of over 4300 digits
+            raise CganError(f"--set {key}=...: {error}") from None
         except RecursionError:
             raise CganError(f"--set {key}=...: the value is nested too deeply; a recipe nests at most {MAX_DEPTH} "
-                            "levels") from None  # a bare word such as cuda or ../data/facades is meant as a string
+                            "levels") from None
         parts = _split_path(key, override)
         node: Any = raw
         for depth, part in enumerate(parts[:-1]):

@@ -15,6 +15,7 @@ import torch
 
 from cgan_kit.errors import CganError
 from cgan_kit.runs.folder import RunFolder
+from cgan_kit.safe_output import replace
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ class RunLog:
             self.metrics, dropped = _reopen_metrics(run.metrics, start_step)
         with writing("TensorBoard's log in", run.tensorboard, run):
             self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
-        for leftover in run.samples.glob(".*.tmp"):  # a sample being written when a run was killed
+        for leftover in run.samples.glob(".*.tmp*"):  # a sample being written when a run was killed
             leftover.unlink(missing_ok=True)
         self.interactive = sys.stderr.isatty()
         self.started, self.start_step = time.perf_counter(), start_step
@@ -131,9 +132,7 @@ def _reopen_metrics(path: Path, start_step: int) -> tuple[Any, int]:
     rows, dropped = read_metrics(path)
     if path.exists():
         kept = [line for line, row in rows if row["step"] <= start_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        tmp.replace(path)
+        replace(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
     return open(path, "a", encoding="utf-8"), dropped
 
 

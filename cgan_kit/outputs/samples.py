@@ -15,6 +15,7 @@ from cgan_kit.inference.translate import set_mode
 from cgan_kit.outputs.log import writing
 from cgan_kit.plugin_api.contracts import Column
 from cgan_kit.runs.folder import RunFolder
+from cgan_kit.safe_output import replace
 from cgan_kit.data import eval_loader
 
 SAMPLE_COUNT = 4
@@ -112,8 +113,6 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     array = (image.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    replace(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 

@@ -36,6 +36,7 @@ def save(path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
     header = {META_KEY: json.dumps({"format_version": FORMAT_VERSION, **meta})}
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}{_TMP_SUFFIX}")
     try:
+        tmp.unlink(missing_ok=True)  # whatever is there, a link planted in a downloaded run included
         save_file(flat, str(tmp), metadata=header)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 from cgan_kit.errors import CganError
 from cgan_kit.runs import checkpoint
+from cgan_kit.safe_output import replace
 
 RECIPE_FILE = "recipe.toml"
 CHECKPOINTS_DIR = "checkpoints"
@@ -91,10 +93,8 @@ class RunFolder:
         """Create the folder's parts and write its resolved recipe (atomically)."""
         self.make_parts()
         try:
-            tmp = self.path / f".{RECIPE_FILE}.tmp"
             # backslashreplace: a file name of bytes that are not UTF-8 only appears in the comment line
-            tmp.write_text(recipe_text, encoding="utf-8", errors="backslashreplace")
-            tmp.replace(self.recipe)
+            replace(self.recipe, lambda tmp: tmp.write_text(recipe_text, encoding="utf-8", errors="backslashreplace"))
         except OSError as error:
             raise CganError(f"cannot write the run folder {self.path}: {error.strerror or error}; choose a writable "
                             "train.out_dir") from None
@@ -121,11 +121,16 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return cls(run, None)
         path = run.path / LOCK_FILE
-        try:
-            handle = open(path, "a+", encoding="utf-8")
+        try:  # never through a link planted there: writing the holder's name would empty its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
         except OSError as error:
-            raise CganError(f"cannot write the run folder {run.path}: {error.strerror or error}; choose a writable "
-                            "train.out_dir") from None
+            raise CganError(f"{path}: cannot be opened as the run's lock file ({error.strerror or error}); remove it "
+                            "if it is not a plain file") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CganError(f"{path}: the run's lock file is not a plain file; remove it")
+        handle = open(fd, "r+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -188,14 +193,15 @@ def claim_new(folder: Path, recipe_text: Callable[[RunFolder], str]) -> tuple[Ru
 
 
 def _claim(run: RunFolder, recipe_text: Callable[[RunFolder], str]) -> RunLock | None:
-    """Take ``run`` for a new run if it holds none and nobody holds its lock: its lock, or None."""
-    if run.recipe.exists():
+    """Take ``run`` for a new run if it is missing or empty (but for a lock file) and nobody holds
+    its lock: its lock, or None. A folder with anything else in it belongs to someone."""
+    if not _free(run):
         return None
     run.path.mkdir(parents=True, exist_ok=True)
     lock = RunLock.try_acquire(run)
     if lock is None:
         return None
-    if run.recipe.exists():  # under the lock: nobody else can be writing it now
+    if not _free(run):  # under the lock: nobody else can be writing it now
         lock.release()
         return None
     try:
@@ -204,6 +210,15 @@ def _claim(run: RunFolder, recipe_text: Callable[[RunFolder], str]) -> RunLock |
         lock.release()
         raise
     return lock
+
+
+def _free(run: RunFolder) -> bool:
+    if not run.path.exists():
+        return True
+    if not run.path.is_dir():
+        return False
+    entries = list(run.path.iterdir())
+    return all(entry.name == LOCK_FILE and entry.is_file() and not entry.is_symlink() for entry in entries)
 
 
 def resolve_checkpoint(target: str | Path, which: str = "latest") -> Path:

@@ -100,7 +100,7 @@ def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str
                         "used on its own (was it written by an old or foreign tool?)")
     try:
         raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError is a ValueError, as are over-long integers
         raise CganError(f"{path}: the recipe in its metadata is not valid TOML ({error}); the file is damaged") \
             from None
     for table, values in (overrides or {}).items():

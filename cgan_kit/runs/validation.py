@@ -162,6 +162,10 @@ def _check_optimizer(path: Path, tensors: dict[str, torch.Tensor], name: str, op
                    and key not in _DEFAULTED]
         if missing:
             raise Damaged(path, where, f"has no {missing[0]}")
+        betas, eps = group.get("betas", [0.0, 0.0]), group.get("eps", 1.0)
+        if not (all(0 <= beta < 1 for beta in betas) and eps > 0):  # else the first step is NaN
+            raise Damaged(path, where, f"has betas {_describe(betas)} and eps {_describe(eps)}; Adam needs betas in "
+                          "[0, 1) and eps > 0")
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     # Adam with amsgrad keeps max_exp_avg_sq too; the saved groups say which the step will use.
     amsgrad = any(isinstance(group, dict) and group.get("amsgrad") for group in groups)
@@ -183,12 +187,18 @@ def _check_optimizer(path: Path, tensors: dict[str, torch.Tensor], name: str, op
             if value.dim() != 0 or not value.dtype.is_floating_point:
                 raise Damaged(path, f"tensor {key}", f"is {value.dtype} {list(value.shape)}, expected a "
                               "floating-point scalar (the step count)")
+            if not (math.isfinite(value.item()) and value.item() >= 0):
+                raise Damaged(path, f"tensor {key}", f"is {value.item()}, not a step count")
         elif tuple(value.shape) != tuple(parameter.shape) or value.dtype != parameter.dtype:
             raise Damaged(path, f"tensor {key}", f"is {value.dtype} {list(value.shape)}, its parameter "
                           f"{parameter.dtype} {list(parameter.shape)}")
+        elif not bool(torch.isfinite(value).all()) or (field.endswith("_sq") and bool((value < 0).any())):
+            # Moments that are not finite, or negative squares, turn the first step's update into NaN.
+            raise Damaged(path, f"tensor {key}", "holds values that are not finite" if field[-3:] != "_sq"
+                          else "holds values that are not finite or are negative (a mean of squares)")
         per_parameter.setdefault(position, set()).add(field)
+    expected = wanted if wanted is not None else next(iter(per_parameter.values()), set())
     for position, fields in per_parameter.items():
-        expected = wanted if wanted is not None else next(iter(per_parameter.values()))
         if fields != expected:
             raise Damaged(path, f"tensors {prefix}{position}.*",
                           f"hold {sorted(fields)}, expected {sorted(expected)}")
@@ -197,7 +207,9 @@ def _check_optimizer(path: Path, tensors: dict[str, torch.Tensor], name: str, op
 
 def _same_kind(saved: Any, mine: Any) -> bool:
     """Whether a saved hyperparameter can stand where the fresh optimizer has ``mine``."""
-    if isinstance(mine, bool) or mine is None:
+    if isinstance(mine, bool):  # the fused step takes nothing else (None was a TypeError there)
+        return isinstance(saved, bool)
+    if mine is None:  # foreach: None means "let torch choose"
         return saved is None or isinstance(saved, bool)
     if isinstance(mine, torch.Tensor):
         mine = mine.item()

@@ -55,15 +55,19 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
             loop(session)
     except BaseException as error:
         kept = run is not None and bool(run.saved_steps())
-        if run is not None and resume_from is None and context.main and not kept:
-            # Failed before its first checkpoint (data, models, device, Ctrl-C): the folder holds
-            # nothing worth keeping, and leaving it would push the corrected rerun to name-2.
+        if run is not None and resume is None and context.main and not kept:
+            # A new run failed before its first checkpoint (data, models, device, Ctrl-C): the folder,
+            # claimed empty, holds nothing worth keeping, and leaving it would push the corrected
+            # rerun to name-2. (A resumed run's folder is never removed, checkpoints or not.)
             shutil.rmtree(run.path, ignore_errors=True)
         if isinstance(error, KeyboardInterrupt):
             if run is None:
                 raise Interrupted("interrupted before training started; nothing was written") from None
-            if not kept:
+            if not kept and resume is None:
                 raise Interrupted(f"interrupted before the first checkpoint; {run.path} was removed") from None
+            if not kept:
+                raise Interrupted(f"interrupted before the first checkpoint of {run.path}; nothing was changed") \
+                    from None
             raise Interrupted(f"interrupted; {run.path} keeps its checkpoints up to step {run.saved_steps()[-1][0]}: "
                               f"continue with `cgan run --resume {run.path}`") from None
         raise
