@@ -7,17 +7,40 @@ The public API for plugin authors is re-exported here:
 - ``Norm``, ``AdversarialLoss``, ``ReconstructionLoss`` and ``Stabilizer`` are the contracts that
   built components fulfil, and ``Method`` (with ``Network``, ``Direction``, ``Column`` and
   ``Networks``) the contract of a training algorithm (see ``cgan_kit.plugin_api.contracts``).
+
+The Python API for notebooks and services (``cgan_kit.api``): ``load`` (a ``Translator``) and
+``train``; ``CganError`` is what they raise. It is imported on first use, so plugins importing
+this package stay light. Its messages go to the logger "cgan_kit", silent until the host
+configures ``logging``.
 """
 
 __version__ = "0.1.0"
 
+import logging as _logging
+
+from cgan_kit.errors import CganError
 from cgan_kit.plugin_api.contracts import (AdversarialLoss, Column, Direction, Method, Network, Networks, Norm,
                                            ReconstructionLoss, Stabilizer)
 from cgan_kit.plugin_api.hookspecs import hookimpl
 from cgan_kit.plugin_api.params import Range, ref
 
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # the host application decides what is shown
+
+_API = ("Translator", "load", "train")
+
+
+def __getattr__(name: str):
+    """The Python API, imported when first used (PEP 562)."""
+    if name in _API:
+        from importlib import import_module
+
+        return getattr(import_module("cgan_kit.api"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AdversarialLoss",
+    "CganError",
     "Column",
     "Direction",
     "Method",
@@ -27,7 +50,10 @@ __all__ = [
     "Range",
     "ReconstructionLoss",
     "Stabilizer",
+    "Translator",
     "__version__",
     "hookimpl",
+    "load",
     "ref",
+    "train",
 ]

@@ -107,7 +107,7 @@ def hooks() -> list[str]:
 def test_every_hook_is_documented_and_used_by_a_test():
     """datasette's rule: a hook nobody documents or exercises is a hook that breaks unnoticed."""
     found = hooks()
-    assert "register_methods" in found and "register_commands" in found and len(found) == 9
+    assert "register_methods" in found and "register_recipes" in found and len(found) == 10
     docs = (ROOT / "docs" / "plugins.md").read_text()
     tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py")
                       if path.name != "test_architecture.py")

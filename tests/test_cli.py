@@ -38,7 +38,7 @@ def test_help_is_fast_and_does_not_import_torch():
 def test_list_json_shows_every_registered_component_with_summary_and_package():
     listing = json.loads(cgan("list", "--json", check=True).stdout)
     registry = plugins.registry()
-    assert set(listing) == set(KINDS)
+    assert set(listing) == set(KINDS) | {"recipes"}
     for kind in KINDS:
         singular = kind[:-1] if kind != "losses" else "loss"
         assert {e["name"] for e in listing[kind]} == set(registry.names(singular))
@@ -70,7 +70,9 @@ def test_plugins_json_names_each_builtin_plugin_and_its_hooks():
     report = json.loads(cgan("plugins", "--json", check=True).stdout)
     hooks = {p["name"]: p["hooks"] for p in report["loaded"]}
     assert hooks["pix2pix-generators"] == ["register_generators"]
-    assert "register_commands" in hooks["pix2pix-commands"]
+    assert hooks["pix2pix-recipes"] == ["register_recipes"] and hooks["cyclegan-recipes"] == ["register_recipes"]
+    assert {c["name"]: c["value"] for c in report["commands"]} == {
+        "data": "cgan_pix2pix.commands:data", "convert-reference": "cgan_pix2pix.commands:convert_reference_command"}
     assert report["failed"] == []
 
 

@@ -518,9 +518,10 @@ def test_a_component_that_breaks_its_contract_names_its_plugin(tmp_path, overrid
 def test_a_register_commands_hook_that_raises_costs_its_plugin_its_commands_not_the_cli():
     with plugins.registered(BrokenPlugin(), "broken-plugin"):
         runner = CliRunner()
-        result = runner.invoke(cli, ["data", "--help"])  # a built-in plugin's command still works
-        assert result.exit_code == 0, result.output
-        assert "warning: plugin broken-plugin failed in register_commands" in result.output
-        assert "RuntimeError: commands exploded" in result.output
         listing = runner.invoke(cli, ["plugins"])
         assert listing.exit_code == 0, listing.output
+        assert "warning: plugin broken-plugin failed in register_commands" in listing.output
+        assert "RuntimeError: commands exploded" in listing.output
+        unknown = runner.invoke(cli, ["hello"])  # looked up among the plugins' commands: a usage error, no traceback
+        assert unknown.exit_code == 2 and "No such command" in unknown.output and "Traceback" not in unknown.output
+        assert runner.invoke(cli, ["data", "--help"]).exit_code == 0  # a package's command still works

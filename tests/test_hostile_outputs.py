@@ -7,7 +7,6 @@ import json
 import shutil
 from html.parser import HTMLParser
 
-import pytest
 
 from cgan_kit.runs import checkpoint
 from conftest import cgan_one_thread

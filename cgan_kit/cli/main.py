@@ -19,8 +19,15 @@ SET_HELP = "Override a recipe value, e.g. --set train.steps=100 (repeatable)."
 class CganGroup(click.Group):
     """A group that reports user errors as one line (exit 2) and finds plugin commands on demand."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The built-in commands and those packages add by entry point, found without loading
+        the plugins (and torch), so that `cgan --help` lists every command and stays fast."""
+        return sorted({*super().list_commands(ctx), *command_entry_points()})
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
+        if command is None and name in command_entry_points():
+            command = load_command(name, command_entry_points()[name])
         if command is None:
             # Loading plugins imports their modules (and torch), so do it only for a name we
             # do not know: `cgan --help` and the built-in commands stay fast.
@@ -50,6 +57,30 @@ class CganGroup(click.Group):
             for line in str(error).splitlines() or ["error"]:
                 click.echo(f"error: {line}", err=True)
             ctx.exit(error.exit_code)
+
+
+COMMANDS_GROUP = "cgan_kit.commands"
+
+
+def command_entry_points() -> dict[str, Any]:
+    """The ``cgan_kit.commands`` entry points by command name (nothing is imported)."""
+    from importlib import metadata
+
+    return {point.name: point for point in metadata.entry_points(group=COMMANDS_GROUP)}
+
+
+def load_command(name: str, point: Any) -> click.Command | None:
+    """A command an entry point names; one that fails to load is a warning, never the CLI's end."""
+    try:
+        command = point.load()
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{point.value} is a {type(command).__name__}, not a click command")
+    except Exception as error:  # noqa: BLE001 - a package's bug, reported and contained
+        dist = point.dist.metadata["Name"] if point.dist else "?"
+        print(f"warning: command {name} of {dist} failed to load and was skipped: "
+              f"{' '.join(f'{type(error).__name__}: {error}'.split())[:300]}", file=sys.stderr)
+        return None
+    return command
 
 
 def os_error(error: OSError) -> str:
@@ -118,22 +149,62 @@ def _entry_json(entry) -> dict[str, Any]:
     }
 
 
+@cli.command()
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(dir_okay=True))
+def init(name: str, dest: str | None) -> None:
+    """Copy the ready recipe NAME (`cgan list recipes`) to DEST (default: ./NAME.toml) to edit."""
+    from pathlib import Path
+
+    from cgan_kit.config.recipe import shipped
+    from cgan_kit.safe_output import check_target, replace
+
+    source = shipped(name)
+    target = Path(dest) if dest else Path(f"{name}.toml")
+    if target.is_dir():
+        target = target / f"{name}.toml"
+    if target.exists():
+        raise CganError(f"{target} exists already; give another DEST (cgan init {name} DEST) or remove it")
+    check_target(target, [source], "DEST")
+    text = source.read_text(encoding="utf-8")
+    try:
+        replace(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as error:
+        raise CganError(f"cannot write {target}: {error.strerror or error}") from None
+    click.echo(f"wrote {target}; run it with `cgan run {target}`")
+
+
 @cli.command("list")
 @click.argument("kind", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def list_command(kind: str | None, as_json: bool) -> None:
-    """List registered components (all kinds, or one KIND such as norms)."""
+    """List registered components (all kinds, or one KIND such as norms) and the ready recipes
+    (`cgan list recipes`)."""
+    from cgan_kit.plugin_api import plugins
     from cgan_kit.plugin_api.registry import KINDS, kind_named
 
-    kinds = [kind_named(kind)] if kind else list(KINDS.values())
+    with_recipes = kind in (None, "recipes", "recipe")
+    kinds = [] if kind in ("recipes", "recipe") else [kind_named(kind)] if kind else list(KINDS.values())
     registry = _registry()
+    recipes = plugins.load().recipes.values() if with_recipes else []
     if as_json:
-        _echo_json({k.plural: [_entry_json(registry.get(k.name, n)) for n in registry.names(k.name)]
-                    for k in kinds})
+        _echo_json({**{k.plural: [_entry_json(registry.get(k.name, n)) for n in registry.names(k.name)]
+                       for k in kinds},
+                    **({"recipes": [{"name": r.name, "summary": r.purpose, "plugin": r.provider.plugin,
+                                     "distribution": r.provider.distribution, "version": r.provider.version}
+                                    for r in recipes]} if with_recipes else {})})
         return
     from rich.table import Table
 
     console = _console()
+    if with_recipes:
+        table = Table(title="recipes", title_justify="left", expand=False)
+        for column, style in (("name", "bold cyan"), ("purpose", ""), ("package", "dim")):
+            table.add_column(column, style=style or None, no_wrap=column != "purpose")
+        for r in recipes:
+            table.add_row(r.name, r.purpose, f"{r.provider.distribution} {r.provider.version}")
+        console.print(table)
+        console.print("[dim]Run one: cgan run NAME; copy one to edit: cgan init NAME[/dim]")
     for k in kinds:
         table = Table(title=k.plural, title_justify="left", expand=False)
         table.add_column("name", style="bold cyan", no_wrap=True)
@@ -208,6 +279,12 @@ def plugins_command(as_json: bool) -> None:
                    for p in loaded.loaded],
         "failed": [{**_info_json(p), "error": p.error} for p in loaded.failed],
         "disabled": loaded.disabled,
+        "commands": [{"name": name, "value": point.value,
+                      "distribution": point.dist.metadata["Name"] if point.dist else "?",
+                      "version": point.dist.version if point.dist else "?"}
+                     for name, point in sorted(command_entry_points().items())],
+        "recipes": [{"name": r.name, "purpose": r.purpose, "path": str(r.path), "plugin": r.provider.plugin}
+                    for r in loaded.recipes.values()],
     }
     if as_json:
         _echo_json(data)
@@ -222,6 +299,8 @@ def plugins_command(as_json: bool) -> None:
         hooks = ", ".join(p["hooks"] + [f"command {c}" for c in p["commands"]])
         table.add_row(p["name"], f"{p['distribution']} {p['version']}", p["module"], hooks)
     console.print(table)
+    for c in data["commands"]:
+        console.print(f"command {c['name']}: {c['value']} ({c['distribution']} {c['version']})", markup=False)
     for p in data["failed"]:
         console.print(f"[red]failed[/red] {p['name']} ({p['distribution']} {p['version']}): {p['error']}",
                       markup=True, highlight=False)
@@ -545,6 +624,11 @@ def report_command(run_dir: str, samples: bool, device: str) -> None:
     page = write(Path(run_dir))
     added = f" (drew the samples of step{'s' if len(drawn) > 1 else ''} {', '.join(map(str, drawn))})" if drawn else ""
     click.echo(f"wrote {page}{added}")
+
+
+from cgan_kit.cli.env import env_command  # noqa: E402 - cgan env (loads torch only when run)
+
+cli.add_command(env_command)
 
 
 def main() -> None:

@@ -140,13 +140,36 @@ def _plain(value: Any) -> Any:
 # Reading
 
 
+def shipped(name: str) -> Path:
+    """The file of a ready recipe a plugin ships, by name (`cgan list recipes`)."""
+    from cgan_kit.plugin_api import plugins
+
+    recipes = plugins.load().recipes
+    if name not in recipes:
+        shown = ", ".join(recipes) or "none"
+        raise CganError(f"no ready recipe named {name!r}{did_you_mean(name, recipes)} (ready recipes: {shown}; "
+                        "`cgan list recipes`)")
+    return recipes[name].path
+
+
+def locate(path: str | Path) -> Path:
+    """A recipe file: ``path`` where a file is there (a path always wins), else the ready recipe of
+    that name when it is a bare name such as ``quickstart``."""
+    path = Path(path)
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path
+    from cgan_kit.plugin_api import plugins
+
+    return plugins.load().recipes[path.name].path if path.name in plugins.load().recipes else path
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """Parse a recipe file, turning every way it can fail into one line naming the file."""
-    path = Path(path)
+    path = locate(path)
     if not path.is_file():
         hint = " (it is a folder)" if path.is_dir() else ""
-        raise CganError(f"recipe {path} does not exist{hint}; pass the path of a .toml recipe "
-                        "(examples are in recipes/)")
+        raise CganError(f"recipe {path} does not exist{hint}; pass the path of a .toml recipe or the name of a "
+                        "ready one (`cgan list recipes`)")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
@@ -226,7 +249,7 @@ def load(path: str | Path, overrides: list[str] | None = None, registry: Registr
         from cgan_kit.plugin_api import plugins
 
         registry = plugins.registry()
-    return validate(raw, str(path), registry)
+    return validate(raw, str(locate(path)), registry)
 
 
 # ---------------------------------------------------------------------------------------------

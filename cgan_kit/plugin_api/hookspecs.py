@@ -60,5 +60,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_recipes(register: Callable[[str, Any], None]) -> None:
+    """Register ready recipes shipped in the plugin's package: ``register(name, path)`` with the
+    path of a TOML file; ``cgan run NAME`` finds it when no file NAME exists."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``cgan`` click group."""

@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterator
 
 import pluggy
@@ -48,6 +49,18 @@ class Plugins:
     loaded: list[PluginInfo] = field(default_factory=list)
     failed: list[PluginInfo] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    recipes: dict[str, ShippedRecipe] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShippedRecipe:
+    """A recipe a plugin ships: its file, its one-line purpose (the file's first comment) and who
+    shipped it."""
+
+    name: str
+    path: Path
+    purpose: str
+    provider: Provider
 
 
 def _env_list(name: str) -> list[str]:
@@ -133,7 +146,48 @@ def _load() -> Plugins:
         plugins.loaded.append(PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__), "(in-process)",
                                          "0", hooks))
     _fill(plugins)
+    _fill_recipes(plugins)
     return plugins
+
+
+def _purpose(text: str) -> str:
+    """A recipe's one-line purpose: the first sentence of its leading comment."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.lstrip("#").strip():
+            break
+        lines.append(line.lstrip("#").strip())
+    sentence = " ".join(lines).split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 72 else sentence[:69].rsplit(" ", 1)[0] + "..."
+
+
+def _fill_recipes(plugins: Plugins) -> None:
+    """Call every ``register_recipes`` hook: each name once, each file a readable TOML file."""
+    providers = {info.name: info.provider for info in plugins.loaded}
+    for impl in reversed(plugins.manager.hook.register_recipes.get_hookimpls()):
+        provider = providers[impl.plugin_name]
+
+        def register(name: str, path: Any, _provider: Provider = provider) -> None:
+            where = f"plugin {_provider.plugin}: recipe {name!r}"
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
+                raise CganError(f"{where}: a recipe name is lowercase letters, digits, _ and -")
+            if name in plugins.recipes:
+                other = plugins.recipes[name].provider.plugin
+                raise CganError(f"{where} is shipped by plugin {other} too; disable one with "
+                                f"CGAN_DISABLE_PLUGINS={_provider.plugin}")
+            path = Path(path)
+            if path.suffix != ".toml" or not path.is_file():
+                raise CganError(f"{where}: {path} is not a .toml file")
+            purpose = _purpose(path.read_text(encoding="utf-8"))
+            plugins.recipes[name] = ShippedRecipe(name, path, purpose, _provider)
+
+        try:
+            impl.function(register=register)
+        except CganError:
+            raise
+        except Exception as error:
+            raise CganError(f"plugin {provider.plugin} ({provider.distribution}) failed in register_recipes: "
+                            f"{type(error).__name__}: {error}") from error
 
 
 def _fill(plugins: Plugins) -> None:

@@ -42,8 +42,9 @@ from cgan_kit.training.updates import NonFiniteLosses, build_optimizers, grad_no
 from cgan_kit.threads import Choice, ThreadTuner, apply, choose
 
 
-def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> None:
-    """Train a recipe (or resume a run) to ``train.steps``, or only to step ``until``."""
+def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> Path:
+    """Train a recipe (or resume a run) to ``train.steps``, or only to step ``until``; returns the
+    run folder."""
     registry = plugins.registry()
     context, device = distributed.start()  # a single process outside torchrun
     lock, run, resume_from = None, None, None
@@ -53,6 +54,7 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
         session = setup(registry, context, device, run, recipe, resume_from, until)
         if session is not None:
             loop(session)
+        return run.path
     except BaseException as error:
         kept = run is not None and bool(run.saved_steps())
         if run is not None and resume is None and context.main and not kept:

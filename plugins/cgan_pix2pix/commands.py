@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from cgan_kit import hookimpl
 
 
 @click.group()
@@ -93,8 +92,3 @@ def convert_reference_command(recipe: str, generator_pth: str, critic_pth: str |
                f"{done.parameters:,} parameters per generator){fresh} as step 0; evaluate and fine-tune it with "
                f"`cgan run --resume {done.folder}`")
 
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    cli.add_command(data)
-    cli.add_command(convert_reference_command)

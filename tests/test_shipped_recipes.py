@@ -1,0 +1,67 @@
+"""Ready recipes ship with the plugins (issue 16): `cgan run NAME` and `cgan check NAME` take a bare
+name (a path still wins), `cgan list recipes` lists them with their purpose, `cgan init NAME [DEST]`
+copies one out, and `cgan --help` lists every command, the packages' included, without importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cgan_kit.cli.main import cli
+from cgan_kit.plugin_api import plugins
+from conftest import ROOT, TINY_RECIPE, cgan, one_error
+
+SHIPPED = {"quickstart", "pix2pix_facades", "pix2pix_facades_lsgan", "pix2pix_facades_mish", "pix2pix_facades_stable",
+           "cyclegan_quickstart", "cyclegan_facades", "cyclegan_facades_stable"}
+
+
+def test_every_recipe_in_recipes_is_shipped_by_a_plugin_and_each_has_a_purpose():
+    recipes = plugins.load().recipes
+    assert set(recipes) == SHIPPED == {path.stem for path in (ROOT / "recipes").glob("*.toml")}
+    for name, recipe in recipes.items():
+        assert recipe.path.resolve() == (ROOT / "recipes" / f"{name}.toml").resolve()
+        assert recipe.purpose and len(recipe.purpose) <= 72, (name, recipe.purpose)
+    listing = json.loads(CliRunner().invoke(cli, ["list", "recipes", "--json"]).output)
+    assert {entry["name"] for entry in listing["recipes"]} == SHIPPED and list(listing) == ["recipes"]
+    assert "recipes" in json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)
+
+
+def test_init_copies_a_ready_recipe_and_never_overwrites(tmp_path):
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(cli, ["init", "quickstart"])
+        assert result.exit_code == 0, result.output
+        assert Path("quickstart.toml").read_text() == (ROOT / "recipes" / "quickstart.toml").read_text()
+        again = runner.invoke(cli, ["init", "quickstart"])
+        assert again.exit_code == 2 and "quickstart.toml exists already" in again.output
+        Path("mine").mkdir()
+        assert runner.invoke(cli, ["init", "cyclegan_quickstart", "mine"]).exit_code == 0
+        assert Path("mine/cyclegan_quickstart.toml").is_file()
+        typo = runner.invoke(cli, ["init", "quickstrt"])
+        assert typo.exit_code == 2 and 'did you mean "quickstart"' in typo.output
+
+
+def test_a_bare_name_runs_the_ready_recipe_and_a_file_of_that_name_wins(tmp_path):
+    result = cgan("run", "quickstart", "--set", "train.steps=2", "--set", f"train.out_dir={tmp_path / 'runs'}",
+                  "--set", "train.eval_images=4", cwd=tmp_path, check=True)
+    assert (tmp_path / "runs" / "quickstart" / "checkpoints" / "step_00000002.safetensors").is_file(), result.stderr
+    (tmp_path / "quickstart").write_text(TINY_RECIPE)  # a file named like the recipe: the path wins
+    tiny = json.loads(cgan("check", "quickstart", "--json", cwd=tmp_path, check=True).stdout)
+    shipped = json.loads(cgan("check", str(ROOT / "recipes" / "quickstart.toml"), "--json", check=True).stdout)
+    assert tiny["generator"]["parameters"] < shipped["generator"]["parameters"] / 10  # the tiny U-Net
+    one_error(cgan("check", "quickstrt", cwd=tmp_path), "recipe quickstrt does not exist", "cgan list recipes")
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code = ("import sys; from click.testing import CliRunner; from cgan_kit.cli.main import cli; "
+            "out = CliRunner().invoke(cli, ['--help']).output; "
+            "print(out); print('TORCH', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip().endswith("TORCH False"), done.stdout
+    for command in ("run", "check", "translate", "eval", "export", "report", "list", "describe", "plugins", "bench",
+                    "init", "data", "convert-reference"):
+        assert f"\n  {command} " in done.stdout, command
