@@ -62,6 +62,9 @@ def test_describe_shows_parameters_defaults_and_docs():
     assert "decay" in text and "0.999" in text
     train = cgan("describe", "train", check=True).stdout
     assert "[train]" in train and "batch_size" in train
+    loss = cgan("describe", "loss", "l1", check=True).stdout
+    assert "weight" in loss and "[[losses]]" in loss and "float (>= 0)" in loss
+    assert "int (>= 1, <= 16)" in cgan("describe", "generator", "unet", check=True).stdout
     error = one_error_line(cgan("describe", "generator", "unett"))
     assert 'did you mean "unet"' in error and "cgan list generators" in error
 

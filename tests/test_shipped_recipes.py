@@ -49,6 +49,7 @@ def test_a_bare_name_runs_the_ready_recipe_and_a_file_of_that_name_wins(tmp_path
     result = cgan("run", "quickstart", "--set", "train.steps=2", "--set", f"train.out_dir={tmp_path / 'runs'}",
                   "--set", "train.eval_images=4", cwd=tmp_path, check=True)
     assert (tmp_path / "runs" / "quickstart" / "checkpoints" / "step_00000002.safetensors").is_file(), result.stderr
+    assert f"next: cgan translate {tmp_path / 'runs' / 'quickstart'} IMAGES... --out DIR" in result.stdout
     (tmp_path / "quickstart").write_text(TINY_RECIPE)  # a file named like the recipe: the path wins
     tiny = json.loads(cgan("check", "quickstart", "--json", cwd=tmp_path, check=True).stdout)
     shipped = json.loads(cgan("check", str(ROOT / "recipes" / "quickstart.toml"), "--json", check=True).stdout)

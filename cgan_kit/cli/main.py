@@ -134,6 +134,7 @@ def _param_json(param) -> dict[str, Any]:
         "default": None if param.required else (list(param.default) if isinstance(param.default, tuple)
                                                 else param.default),
         "doc": param.doc,
+        "bounds": param.bounds or None,
     }
 
 
@@ -260,7 +261,11 @@ def describe(kind: str, name: str | None, as_json: bool) -> None:
     for column in ("parameter", "type", "default", "description"):
         table.add_column(column)
     for param in params:
-        table.add_row(param.name, param.type_name, _default_text(param), param.doc)
+        shown = f"{param.type_name} ({param.bounds})" if param.bounds else param.type_name
+        table.add_row(param.name, shown, _default_text(param), param.doc)
+    if kind_named_or_none(kind) == "loss":
+        table.add_row("weight", "float (>= 0)", "1.0",
+                      escape("Set in [[losses]] for every loss: its weight in the sum"))
     console.print(table)
     if context:
         console.print(f"[dim]Set by cgan-kit: {', '.join(p.name for p in context)}[/dim]")
@@ -306,6 +311,12 @@ def plugins_command(as_json: bool) -> None:
                       markup=True, highlight=False)
     for name in data["disabled"]:
         console.print(f"[yellow]disabled[/yellow] {name} (CGAN_DISABLE_PLUGINS)")
+
+
+def kind_named_or_none(word: str) -> str | None:
+    from cgan_kit.plugin_api.registry import KINDS
+
+    return next((kind.name for kind in KINDS.values() if word in (kind.name, kind.plural)), None)
 
 
 def _info_json(p) -> dict[str, Any]:

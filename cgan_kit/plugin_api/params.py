@@ -31,6 +31,11 @@ class Range:
     le: float | None = None
     lt: float | None = None
 
+    def describe(self) -> str:
+        """The bounds as the user reads them: ">= 1, <= 16"."""
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return ", ".join(f"{sign} {_bound(bound)}" for sign, bound in pairs if bound is not None)
+
     def violation(self, value: float) -> str | None:
         if self.ge is not None and not value >= self.ge:
             return f">= {_bound(self.ge)}"
@@ -91,6 +96,18 @@ class Param:
     def type_name(self) -> str:
         kind = self.ref_kind
         return kind if kind else type_name(self.annotation)
+
+    @property
+    def bounds(self) -> str:
+        """The value bounds (``Range``) anywhere in the annotation, as text; "" where there are none."""
+        pending = [self.annotation]
+        while pending:
+            annotation = pending.pop()
+            for meta in _metadata(annotation):
+                if isinstance(meta, Range):
+                    return meta.describe()
+            pending.extend(typing.get_args(annotation))
+        return ""
 
     def check(self, value: Any) -> tuple[Any, str | None]:
         """Return the value converted to the parameter's type, or an error saying what is wrong."""

@@ -169,7 +169,8 @@ def _fill_recipes(plugins: Plugins) -> None:
 
         def register(name: str, path: Any, _provider: Provider = provider) -> None:
             where = f"plugin {_provider.plugin}: recipe {name!r}"
-            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
+            plain = isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum()
+            if not plain or not name.isascii() or name != name.lower():
                 raise CganError(f"{where}: a recipe name is lowercase letters, digits, _ and -")
             if name in plugins.recipes:
                 other = plugins.recipes[name].provider.plugin

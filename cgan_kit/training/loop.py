@@ -414,6 +414,8 @@ def finish(s: Session, elapsed: float) -> None:
     if s.context.main:
         print(f"done: {s.run.path} at step {s.step}, {elapsed:.1f} s this session; latest checkpoint "
               f"{s.run.latest()}; report {s.run.report / 'index.html'}")
+        print(f"next: cgan translate {s.run.path} IMAGES... --out DIR | cgan eval {s.run.path} | "
+              f"cgan report {s.run.path} | tensorboard --logdir {s.run.tensorboard}")
 
 
 class Interrupted(CganError):
