@@ -14,8 +14,8 @@ from cgan_kit.errors import CganError
 from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.datasets import aligned, paired_folders, synthetic
 from cgan_kit.images import write_image
+from conftest import FACADES  # CGAN_FACADES, or ../shared/datasets/facades
 
-FACADES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "facades"
 needs_facades = pytest.mark.skipif(not (FACADES / "train").is_dir(), reason="facades data set not present")
 FACTORIES = {"aligned": aligned, "paired_folders": paired_folders, "synthetic": synthetic}
 

@@ -153,6 +153,22 @@ def test_a_file_and_a_folder_give_one_png_each_at_the_input_size_and_depth(trans
     assert {read_bit_depth(translated / f"{n}.png") for n in ("single", "b", "wide", "grey")} == {8}
 
 
+def test_half_translates_one_side_of_an_a_b_file_as_that_side_alone(run, tmp_path):
+    """The pix2pix releases' files are A|B side by side: --half left is A, --half right is B (odd widths
+    split as the aligned datasets split them)."""
+    rng = np.random.default_rng(1)
+    pair = rng.integers(0, 256, (32, 65, 3), dtype=np.uint8)
+    Image.fromarray(pair).save(tmp_path / "pair.png")
+    Image.fromarray(pair[:, :32]).save(tmp_path / "a.png")
+    Image.fromarray(pair[:, 32:]).save(tmp_path / "b.png")
+    for half, alone in (("left", "a"), ("right", "b")):
+        out = tmp_path / f"out_{half}"
+        cgan("translate", str(run), str(tmp_path / "pair.png"), "--half", half, "--out", str(out), check=True)
+        cgan("translate", str(run), str(tmp_path / f"{alone}.png"), "--out", str(out / "alone"), check=True)
+        expected = np.asarray(Image.open(out / "alone" / f"{alone}.png"))
+        assert np.array_equal(np.asarray(Image.open(out / "pair.png")), expected)
+
+
 def test_the_ema_weights_are_used_when_the_checkpoint_has_them(run, inputs, translated, tmp_path):
     _, folder = inputs
     x = as_input(folder / "b.png")

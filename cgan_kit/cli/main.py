@@ -504,6 +504,9 @@ def _weights(loaded) -> str:
               help=TRANSLATE_MODE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images of equal size translated together (eval mode).")
+@click.option("--half", type=click.Choice(["left", "right"]), default=None,
+              help="Translate only the left or right half of each image: the A|B files of the pix2pix releases "
+                   "(A on the left).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seed of the dropout masks in --mode paper.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -511,7 +514,8 @@ def _weights(loaded) -> str:
 @which_direction
 @threads_option
 def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bool | None, mode: str,
-              batch_size: int, seed: int, device: str, which: str, direction: str | None, threads: str) -> None:
+              batch_size: int, half: str | None, seed: int, device: str, which: str, direction: str | None,
+              threads: str) -> None:
     """Translate images with a trained generator.
 
     RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names) or a
@@ -528,7 +532,7 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
     _threads(threads)
     files = find_images([Path(i) for i in inputs])
     loaded = load_generator(run_or_checkpoint, ema=ema, device=device, which=which, direction=direction)
-    written = run_translate(loaded, files, Path(out), mode, batch_size, seed)
+    written = run_translate(loaded, files, Path(out), mode, batch_size, seed, half=half)
     click.echo(f"translated {len(written)} image{'s' if len(written) != 1 else ''} into {out} with "
                f"{loaded.path} (step {loaded.step}, {_weights(loaded)}, {mode} mode)")
 

@@ -162,6 +162,19 @@ def output_paths(files: list[Path], out: Path) -> list[Path]:
     return paths
 
 
+Half = Literal["left", "right"]
+
+
+def halved(size: tuple[int, int], half: Half | None, path: Path) -> tuple[int, int]:
+    """(width, height) of what is translated of an image of ``size``: all of it, or one half."""
+    width, height = size
+    if half is None:
+        return size
+    if width < 2:
+        raise CganError(f'--half {half}: image "{path}" is {width} pixel wide and has no halves')
+    return (width // 2 if half == "left" else width - width // 2), height
+
+
 def read_folders(checkpoint_path: Path) -> list[Path]:
     """The folders a model is read from: its checkpoint's, and where that is a run folder's
     checkpoints/, the run folder and its parts."""
@@ -191,13 +204,14 @@ def run_generator(loaded: Loaded, images: torch.Tensor) -> torch.Tensor:
 
 
 def translate(loaded: Loaded, files: list[Path], out: Path, mode: Mode = "eval", batch_size: int = 8,
-              seed: int = 0, report: Any = None) -> list[Path]:
+              seed: int = 0, report: Any = None, half: Half | None = None) -> list[Path]:
     """Translate image files into ``out`` (PNG, the input's stem, the input's bit depth); returns
-    the files written, in the order they were written (inputs of one size together)."""
+    the files written, in the order they were written (inputs of one size together). ``half``:
+    translate only the left or right half of each image (the pix2pix releases' A|B files)."""
     targets = output_paths(files, out)
     # Check every input's header before translating any (a file that is no image fails fast);
     # each batch is decoded only when its turn comes, so a large folder is never all in memory.
-    items = [Item(file, target, image_size(file)) for file, target in zip(files, targets)]
+    items = [Item(file, target, halved(image_size(file), half, file)) for file, target in zip(files, targets)]
     check_folder(out, files, read_folders(loaded.path), "--out")
     for item in items:
         check_target(item.target, files, "--out")
@@ -215,6 +229,9 @@ def translate(loaded: Loaded, files: list[Path], out: Path, mode: Mode = "eval",
             images, depths = [], []
             for item in group:
                 image, depth = read_image(item.source)
+                if half is not None:  # split as the aligned datasets split A|B: the left half is width // 2
+                    middle = image.shape[-1] // 2
+                    image = image[..., :middle] if half == "left" else image[..., middle:]
                 images.append(to_channels(image, loaded.in_channels))
                 depths.append(depth)
             if mode == "paper":
