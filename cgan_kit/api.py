@@ -19,16 +19,11 @@ import torch
 from PIL import Image
 
 from cgan_kit.errors import CganError
-from cgan_kit.images import to_channels
+from cgan_kit.images import readable_mode, to_channels
 from cgan_kit.inference.translate import Loaded, load_generator, run_generator, set_mode
 
 log = logging.getLogger(__name__)
 
-# Pillow modes taken as they are, and those converted (losslessly where Pillow can) to one that is.
-_PIL_MODES = {"L", "LA", "RGB", "RGBA"}
-_PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
-_PIL_CONVERT = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
-                "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 Restore = Callable[[list[torch.Tensor]], Any]
@@ -176,15 +171,12 @@ def _unpack(images: Any) -> tuple[list[torch.Tensor], Restore]:
 
 
 def _from_pil(image: Image.Image) -> tuple[torch.Tensor, Callable[[torch.Tensor], Image.Image]]:
-    mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in _PIL_CONVERT:
-        image = image.convert(_PIL_CONVERT[mode])
-    elif mode not in _PIL_MODES | _PIL_16BIT:
-        raise CganError(f'a PIL image of mode "{mode}" cannot be translated; convert it to "L", "RGB", "RGBA" or '
-                        '"I;16" first')
-    wide = image.mode in _PIL_16BIT
+    readable = readable_mode(image)  # the modes image files are read in, converted as they are
+    if readable is None:
+        raise CganError(f'a PIL image of mode "{image.mode}" cannot be translated; convert it to "L", "RGB", "RGBA" '
+                        'or "I;16" first')
+    image = readable
+    wide = image.mode.startswith("I;16")
     samples = np.asarray(image).astype(np.uint16 if wide else np.uint8)
     item = _checked_size(torch.from_numpy(samples.astype(np.float32) / (65535.0 if wide else 255.0)))
     item = item[None] if item.ndim == 2 else item.permute(2, 0, 1)

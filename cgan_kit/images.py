@@ -214,22 +214,28 @@ def _is_wide_colour(image: Image.Image) -> bool:
     return not image.mode.startswith("I") and ";16" in _rawmode(image)
 
 
+def readable_mode(image: Image.Image) -> Image.Image | None:
+    """``image`` in a mode whose samples are read as they are (grey, RGB, with or without alpha,
+    16-bit grey), converted losslessly where it is not; None where no such conversion exists."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _CONVERT:
+        return image.convert(_CONVERT[image.mode])
+    return image if image.mode in _AS_IS else None
+
+
 def _pillow_samples(image: Image.Image, path: Path) -> np.ndarray:
-    mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in _CONVERT:
-        image = image.convert(_CONVERT[mode])
-    elif mode == "I":  # 32-bit integers: fine when they are 16-bit samples (older Pillows read 16-bit PNGs so)
+    if image.mode == "I":  # 32-bit integers: fine when they are 16-bit samples (older Pillows read 16-bit PNGs so)
         samples = np.asarray(image)
         if samples.size and (samples.min() < 0 or samples.max() > 65535):
             raise CganError(f'image "{path}" holds 32-bit integer samples beyond the 16-bit range; '
                             "save it as an 8- or 16-bit PNG")
         return samples.astype(np.uint16)
-    elif mode not in _AS_IS:
-        raise CganError(f'image "{path}" has pixel mode "{mode}", which cannot be read as 8- or 16-bit '
+    readable = readable_mode(image)
+    if readable is None:
+        raise CganError(f'image "{path}" has pixel mode "{image.mode}", which cannot be read as 8- or 16-bit '
                         "grey, RGB or RGBA; save it as an 8- or 16-bit PNG")
-    return np.asarray(image)
+    return np.asarray(readable)
 
 
 def _wide_samples(image: Image.Image, path: Path) -> np.ndarray:

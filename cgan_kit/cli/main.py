@@ -228,6 +228,7 @@ def describe(kind: str, name: str | None, as_json: bool) -> None:
     from cgan_kit.config.recipe import SETTINGS_TABLES
     from cgan_kit.plugin_api.registry import kind_named
 
+    is_loss = False
     if kind in SETTINGS_TABLES:
         cls = SETTINGS_TABLES[kind]
         summary, description, _ = parse_docstring(cls.__doc__)
@@ -241,6 +242,7 @@ def describe(kind: str, name: str | None, as_json: bool) -> None:
         summary, description = entry.summary, entry.description
         params, context, provider = list(entry.params), list(entry.context), str(entry.provider)
         title = f"{entry.kind} {entry.name}"
+        is_loss = entry.kind == "loss"
         if as_json:
             _echo_json({"kind": entry.kind, **_entry_json(entry), "description": description})
             return
@@ -263,7 +265,7 @@ def describe(kind: str, name: str | None, as_json: bool) -> None:
     for param in params:
         shown = f"{param.type_name} ({param.bounds})" if param.bounds else param.type_name
         table.add_row(param.name, shown, _default_text(param), param.doc)
-    if kind_named_or_none(kind) == "loss":
+    if is_loss:  # the recipe's [[losses]] weight, which every loss takes besides its own parameters
         table.add_row("weight", "float (>= 0)", "1.0",
                       escape("Set in [[losses]] for every loss: its weight in the sum"))
     console.print(table)
@@ -311,12 +313,6 @@ def plugins_command(as_json: bool) -> None:
                       markup=True, highlight=False)
     for name in data["disabled"]:
         console.print(f"[yellow]disabled[/yellow] {name} (CGAN_DISABLE_PLUGINS)")
-
-
-def kind_named_or_none(word: str) -> str | None:
-    from cgan_kit.plugin_api.registry import KINDS
-
-    return next((kind.name for kind in KINDS.values() if word in (kind.name, kind.plural)), None)
 
 
 def _info_json(p) -> dict[str, Any]:

@@ -160,7 +160,8 @@ def locate(path: str | Path) -> Path:
         return path
     from cgan_kit.plugin_api import plugins
 
-    return plugins.load().recipes[path.name].path if path.name in plugins.load().recipes else path
+    recipes = plugins.load().recipes
+    return recipes[path.name].path if path.name in recipes else path
 
 
 def read(path: str | Path) -> dict[str, Any]:

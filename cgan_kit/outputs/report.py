@@ -27,6 +27,7 @@ from cgan_kit.outputs.log import read_metrics
 from cgan_kit.outputs.metrics import LOWER_IS_BETTER
 from cgan_kit.runs import checkpoint
 from cgan_kit.runs.folder import REPORT_DIR, SAMPLES_DIR, RunFolder
+from cgan_kit.runs.validation import is_number
 from cgan_kit.safe_output import check_folder, check_target, replace
 
 if sys.version_info >= (3, 11):
@@ -94,13 +95,7 @@ def _metrics(run: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _number(value: Any) -> float | None:
     """``value`` as a float if it is a finite number (not a bool, not an int too big for a float), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+    return float(value) if is_number(value) else None
 
 
 def _text(value: Any, limit: int = 80) -> str:

@@ -182,13 +182,7 @@ def _fill_recipes(plugins: Plugins) -> None:
             purpose = _purpose(path.read_text(encoding="utf-8"))
             plugins.recipes[name] = ShippedRecipe(name, path, purpose, _provider)
 
-        try:
-            impl.function(register=register)
-        except CganError:
-            raise
-        except Exception as error:
-            raise CganError(f"plugin {provider.plugin} ({provider.distribution}) failed in register_recipes: "
-                            f"{type(error).__name__}: {error}") from error
+        _call(impl, provider, "register_recipes", register)
 
 
 def _fill(plugins: Plugins) -> None:
@@ -202,10 +196,15 @@ def _fill(plugins: Plugins) -> None:
             def register(name: str, factory: Any, _kind: str = kind.name, _provider: Provider = provider) -> None:
                 plugins.registry.add(_kind, name, factory, _provider)
 
-            try:
-                impl.function(register=register)
-            except CganError:
-                raise
-            except Exception as error:
-                raise CganError(f"plugin {provider.plugin} ({provider.distribution}) failed in {kind.hook}: "
-                                f"{type(error).__name__}: {error}") from error
+            _call(impl, provider, kind.hook, register)
+
+
+def _call(impl: Any, provider: Provider, hook: str, register: Any) -> None:
+    """Call one plugin's ``register_*`` hook; what it raises, other than a user error, names it."""
+    try:
+        impl.function(register=register)
+    except CganError:
+        raise
+    except Exception as error:
+        raise CganError(f"plugin {provider.plugin} ({provider.distribution}) failed in {hook}: "
+                        f"{type(error).__name__}: {error}") from error
