@@ -11,31 +11,53 @@ import click
 
 @click.group()
 def data() -> None:
-    """Get the public pix2pix datasets."""
+    """Get the public pix2pix (aligned) and CycleGAN (unaligned) datasets."""
 
 
 @data.command("download")
 @click.argument("name")
 @click.option("--dir", "into", default="data", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives data/NAME.")
-@click.option("--keep-archive", is_flag=True, help="Keep the .tar.gz after unpacking.")
+@click.option("--keep-archive", is_flag=True, help="Keep the .tar.gz or .zip after unpacking.")
 def download_command(name: str, into: str, keep_archive: bool) -> None:
-    """Download, verify and unpack the pix2pix release NAME (resumes if interrupted)."""
-    from cgan_pix2pix.releases import download
+    """Download, verify and unpack the release NAME (resumes if interrupted).
 
+    NAME is a pix2pix release (facades, maps, ...: aligned pairs) or a CycleGAN one (horse2zebra,
+    monet2photo, ...: trainA/ trainB/ testA/ testB/); `cgan data releases` lists them. Both
+    families have a facades and a maps: the bare names are the pix2pix releases, the CycleGAN ones
+    are facades_unaligned and maps_unaligned (also cyclegan/facades, cyclegan/maps). The release
+    lands in DIR/NAME once its file counts match the published ones.
+    """
+    from cgan_pix2pix.releases import download, lookup
+
+    release = lookup(name)
     target = download(name, Path(into), keep_archive)
-    click.echo(f"{target} is ready: use it with --set data.root={target}")
+    if release.family == "cyclegan":  # the shipped cyclegan recipes read facades side by side, labels as A
+        click.echo(f"{target} is ready: use it in a cyclegan recipe with --set data.root={target} "
+                   "--set data.layout=folders --set data.direction=AtoB (trainA as domain A; BtoA swaps them)")
+    else:
+        click.echo(f"{target} is ready: use it with --set data.root={target}")
 
 
 @data.command("releases")
 def releases_command() -> None:
-    """List the releases `cgan data download` knows, with their file counts."""
-    from cgan_pix2pix.releases import RELEASES, base_url
+    """List the releases `cgan data download` knows, with their file counts and the data type each feeds."""
+    from cgan_pix2pix.releases import NOT_OFFERED, RELEASES, base_url
 
-    click.echo(f"from {base_url()}")
-    for release in RELEASES.values():
-        counts = ", ".join(f"{split} {n}" for split, n in release.counts.items())
-        click.echo(f"  {release.name:<16} {counts} (paper direction {release.direction})")
+    headings = {"pix2pix": 'pix2pix releases: aligned pairs, side by side (data.type = "aligned"; method pix2pix, or '
+                           'cyclegan with layout = "side_by_side")',
+                "cyclegan": 'CycleGAN releases: unaligned domains in trainA/ trainB/ testA/ testB/ (data.type = '
+                            '"unaligned"; method cyclegan)'}
+    for family, heading in headings.items():
+        click.echo(f"{heading}, from {base_url(family)}")
+        for release in (r for r in RELEASES.values() if r.family == family):
+            counts = ", ".join(f"{split} {n}" for split, n in release.counts.items())
+            note = release.dataset + (f", paper direction {release.direction}" if release.direction else "")
+            alias = f"; also {release.alias}" if release.remote != release.name else ""
+            click.echo(f"  {release.name:<22} {counts} ({note}{alias})")
+    click.echo("Each lands in DIR/NAME (--dir, default data). Not offered: "
+               + ", ".join(k for k in NOT_OFFERED if k.startswith("cyclegan/"))
+               + " (`cgan data download NAME` says why).")
 
 
 @click.command("convert-reference")
