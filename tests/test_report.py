@@ -16,7 +16,9 @@ from PIL import Image
 from cgan_kit.runs import checkpoint
 from cgan_kit import Column
 from cgan_kit.outputs.samples import heat_map, sample_grid
+from cgan_kit.outputs import report
 from cgan_kit.outputs.report import best_evaluation
+from cgan_kit.runs.folder import COLUMNS_KEY
 from conftest import FACADES, cgan_one_thread, one_error
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -102,6 +104,41 @@ def test_the_report_shows_curves_table_samples_and_an_animation(trained):
     # A grid row: input | output | target | critic on the fake pair | critic on the real pair.
     grid = Image.open(trained / "samples" / "step_00000008.png")
     assert grid.size == (5 * 32 + 4 * 2, 4 * 32 + 3 * 2)
+    # ... and the grid names its columns, which the page shows as headers above every grid.
+    titles = ["input", "output", "target", "critic: output", "critic: target"]
+    assert report.column_titles(trained / "samples" / "step_00000008.png") == titles
+    head = "".join(f'<span title="{t}">{t}</span>' for t in titles)
+    assert page.count(head) == len(samples) + 1  # the newest, the animation, the older ones
+
+
+def test_loss_curves_on_a_log_scale_with_smoothing_when_they_need_it():
+    wide = {"l1": [(i, 30.0 - i / 10) for i in range(40)], "gan": [(i, 0.7 + (i % 3) / 10) for i in range(40)]}
+    title, scale, smoothing = report._curve_style("Losses", wide)
+    assert (title, scale, smoothing) == ("Losses (log scale, smoothed 0.8)", "log", 0.8)
+    svg = report.plot(title, wide, scale=scale, smoothing=smoothing)
+    assert svg.count("<polyline") == 4 and svg.count('stroke-opacity="0.25"') == 2  # raw faint, smoothed over
+    assert ">10</text>" in svg and ">1</text>" in svg  # decades as ticks
+    # Few points, a narrow range or values at or below zero: as they are.
+    assert report._curve_style("Losses", {"a": [(0, 1.0), (1, 2.0)]}) == ("Losses", "linear", 0.0)
+    assert report._curve_style("Critic", {"a": [(i, i - 20.0) for i in range(40)]})[1] == "linear"
+    assert report.plot("x", {"a": [(0, -1.0), (1, 5.0)]}, scale="log").count("<polyline") == 1
+    # The moving average starts at the first value (debiased) and follows a constant exactly.
+    assert [y for _, y in report.smoothed([(0, 5.0), (1, 5.0)], 0.8)] == pytest.approx([5.0, 5.0])
+    assert report.smoothed([(0, 1.0), (1, 1e308), (2, 1.7e308)], 0.9)[0] == (0, 1.0)
+    # Extreme ranges do not break the axis.
+    assert "<svg" in report.plot("x", {"a": [(0, 1e-300), (1, 1.7e308)]}, scale="log", smoothing=0.8)
+
+
+def test_grid_titles_from_a_damaged_or_foreign_png_are_none(tmp_path):
+    from PIL import PngImagePlugin
+
+    for text in ("not json", '{"a": 1}', "[1, 2]", json.dumps(["x"] * 100), "[" * 5000):
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(COLUMNS_KEY, text)
+        Image.new("RGB", (4, 4)).save(tmp_path / "grid.png", pnginfo=info)
+        assert report.column_titles(tmp_path / "grid.png") == []
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert report.column_titles(tmp_path / "broken.png") == []
 
 
 def test_cgan_report_redraws_missing_grids_exactly_as_training_drew_them(trained, tmp_path):

@@ -26,7 +26,7 @@ from cgan_kit.errors import CganError
 from cgan_kit.outputs.log import read_metrics
 from cgan_kit.outputs.metrics import LOWER_IS_BETTER
 from cgan_kit.runs import checkpoint
-from cgan_kit.runs.folder import REPORT_DIR, SAMPLES_DIR, RunFolder
+from cgan_kit.runs.folder import COLUMNS_KEY, REPORT_DIR, SAMPLES_DIR, RunFolder
 from cgan_kit.runs.validation import is_number
 from cgan_kit.safe_output import check_folder, check_target, replace
 
@@ -39,6 +39,9 @@ GIF_NAME = "progress.gif"
 GIF_FRAMES = 48           # at most; evenly spread over the run, the last one always included
 GIF_WIDTH = 640           # frames are shrunk to this width at most
 REFRESH_SECONDS = 30      # while training runs, the page reloads itself this often
+MAX_COLUMNS = 64          # more titles than this in a grid's PNG: not ours, shown without headers
+LABEL_FONT_SIZE = 13      # the GIF's step labels; smaller sizes of Pillow's font run letters together
+SMOOTHING = 0.8           # the weight of the past in the loss curves' moving average (TensorBoard's slider)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -157,10 +160,11 @@ def best_evaluation(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] |
 
 def _write_gif(folder: Path, samples: list[tuple[int, Path]]) -> str | None:
     """Write the GIF of the sample grids (each frame labelled with its step); returns its file name."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     if not samples:
         return None
+    font = ImageFont.load_default(size=LABEL_FONT_SIZE)  # the bitmap font where Pillow has no FreeType
     if len(samples) > GIF_FRAMES:  # evenly spread, first and last kept
         picks = sorted({round(i * (len(samples) - 1) / (GIF_FRAMES - 1)) for i in range(GIF_FRAMES)})
         samples = [samples[i] for i in picks]
@@ -173,9 +177,9 @@ def _write_gif(folder: Path, samples: list[tuple[int, Path]]) -> str | None:
             continue  # a grid being written right now; the next refresh has it
         if frame.width > GIF_WIDTH:
             frame = frame.resize((GIF_WIDTH, max(1, round(frame.height * GIF_WIDTH / frame.width))), Image.BILINEAR)
-        labelled = Image.new("RGB", (frame.width, frame.height + 16), "white")
-        labelled.paste(frame, (0, 16))
-        ImageDraw.Draw(labelled).text((4, 2), f"step {step}", fill="black")
+        labelled = Image.new("RGB", (frame.width, frame.height + 18), "white")
+        labelled.paste(frame, (0, 18))
+        ImageDraw.Draw(labelled).text((4, 1), f"step {step}", fill="black", font=font)
         frames.append(labelled)
     if not frames:
         return None
@@ -217,15 +221,45 @@ def _label(value: float, step: float) -> str:
     return f"{value:.{max(0, math.floor(math.log10(abs(value))) - math.floor(math.log10(step or abs(value))))}e}"
 
 
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Round numbers for a log axis over [low, high] (both > 0): about six decades at most, with 2
+    and 5 between them when the axis spans less than three decades."""
+    try:
+        first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+        every = max(1, math.ceil((last - first) / 6))
+        steps = (1,) if last - first > 3 else (1, 2, 5)
+        ticks = [m * 10.0 ** e for e in range(first, last + 1, every) for m in steps]
+    except (OverflowError, ValueError):  # the ends of the float range
+        return [low, high]
+    return [t for t in ticks if low <= t <= high] or [low, high]
+
+
+def smoothed(values: list[tuple[float, float]], weight: float) -> list[tuple[float, float]]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so that it starts at the
+    first value instead of rising from zero."""
+    out, average = [], 0.0
+    for i, (x, y) in enumerate(values, start=1):
+        average = average * weight + (1 - weight) * y
+        out.append((x, average / (1 - weight ** i)))
+    return [(x, y) for x, y in out if math.isfinite(y)]  # near the float range's end the debiasing overflows
+
+
 def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[float, float] | None = None,
-         width: int = 560, height: int = 240) -> str:
-    """A line chart of named (x, y) series as an SVG element; ``mark`` circles one point."""
+         width: int = 560, height: int = 240, scale: str = "linear", smoothing: float = 0.0) -> str:
+    """A line chart of named (x, y) series as an SVG element; ``mark`` circles one point. With
+    ``scale = "log"`` (all values positive) the y axis is logarithmic; with ``smoothing`` > 0 each
+    series is drawn faintly and its moving average (``smoothed``) over it."""
     points = [p for values in series.values() for p in values if math.isfinite(p[1])]
     if not points:
         return ""
+    log = scale == "log" and all(y > 0 for _, y in points)
+
+    def ty(y: float) -> float:  # the axis' own coordinate
+        return math.log10(y) if log else y
+
     left, right, top, bottom = 58, 12, 26, 34
     x_low, x_high = min(p[0] for p in points), max(p[0] for p in points)
-    y_low, y_high = min(p[1] for p in points), max(p[1] for p in points)
+    y_low, y_high = min(ty(p[1]) for p in points), max(ty(p[1]) for p in points)
     if x_high == x_low:
         x_high = x_low + 1
     if y_high == y_low:
@@ -235,18 +269,23 @@ def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[f
         return left + (x / 2 - x_low / 2) / (x_high / 2 - x_low / 2) * (width - left - right)
 
     def sy(y: float) -> float:
-        return top + (y_high / 2 - y / 2) / (y_high / 2 - y_low / 2) * (height - top - bottom)
+        return top + (y_high / 2 - ty(y) / 2) / (y_high / 2 - y_low / 2) * (height - top - bottom)
 
     parts = [f'<svg class="plot" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>',
              f'<text x="{left}" y="16" class="title">{html.escape(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
              'class="frame"/>']
-    y_ticks, x_ticks = _ticks(y_low, y_high), _ticks(x_low, x_high)
-    for y in y_ticks:
-        label = _label(y, y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 0)
+    if log:
+        y_ticks = _log_ticks(10 ** y_low, 10 ** y_high)
+        y_labels = [f"{y:.4g}" for y in y_ticks]
+    else:
+        y_ticks = _ticks(y_low, y_high)
+        y_labels = [_label(y, y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 0) for y in y_ticks]
+    for y, label in zip(y_ticks, y_labels):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" class="grid"/>'
                      f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" class="ytick">{html.escape(label)}</text>')
+    x_ticks = _ticks(x_low, x_high)
     for x in x_ticks:
         label = _label(x, x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 0)
         parts.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 14}" class="xtick">{html.escape(label)}</text>')
@@ -258,14 +297,30 @@ def plot(title: str, series: dict[str, list[tuple[float, float]]], mark: tuple[f
             x, y = finite[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
         elif finite:
-            coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in finite)
-            parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            lines = [(finite, "")]
+            if smoothing > 0:  # the raw values faintly, their average over them
+                lines = [(finite, ' stroke-opacity="0.25"'), (smoothed(finite, smoothing), "")]
+            for line, style in lines:
+                coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+                parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"{style}/>')
         parts.append(f'<text x="{width - right - 4}" y="{top + 14 + 14 * i}" class="legend" '
                      f'fill="{colour}">{html.escape(name)}</text>')
     if mark is not None:
         parts.append(f'<circle cx="{sx(mark[0]):.1f}" cy="{sy(mark[1]):.1f}" r="5" class="best"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _curve_style(title: str, series: dict[str, list[tuple[float, float]]]) -> tuple[str, str, float]:
+    """A training curve's title, scale and smoothing: a log scale where positive values span more
+    than a decade (a loss weighted 100 next to one near 1 would flatten it), smoothing where there
+    are enough points for it to mean something."""
+    values = [y for points in series.values() for _, y in points if math.isfinite(y)]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 10
+    smooth = max((len(points) for points in series.values()), default=0) >= 20
+    notes = [note for note, on in (("log scale", log), (f"smoothed {SMOOTHING:g}", smooth)) if on]
+    return (f"{title} ({', '.join(notes)})" if notes else title), ("log" if log else "linear"), \
+        (SMOOTHING if smooth else 0.0)
 
 
 def _series(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[float, float]]]:
@@ -288,7 +343,11 @@ def _plots(rows: list[dict[str, Any]], best: dict[str, Any] | None, metric: str)
         direction = "lower" if name.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "higher"
         mark = (best["step"], _number(best[key])) if best is not None and key == best_key(rows, metric) else None
         charts.append(plot(f"Held-out {name} ({direction} is better)", _series(rows, [key]), mark))
-    charts += [plot(title, _series(rows, group)) for title, group in groups if group]
+    for title, group in groups:
+        if group:
+            series = _series(rows, group)
+            title, scale, smoothing = _curve_style(title, series) if title != "Learning rate" else (title, "linear", 0)
+            charts.append(plot(title, series, scale=scale, smoothing=smoothing))
     return [chart for chart in charts if chart]
 
 
@@ -313,6 +372,9 @@ tr.best td { background: #fff4cc; font-weight: 600; }
 .grid-image { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
 .legend-bar { display: inline-block; width: 160px; height: 10px; vertical-align: middle;
   background: linear-gradient(to right, #3b4cc0, #dddddd, #b40426); }
+.grid-head { display: flex; max-width: 100%; font-size: 12px; color: #444; }
+.grid-head span { flex: 1 1 0; min-width: 0; text-align: center; overflow: hidden; text-overflow: ellipsis;
+  white-space: nowrap; padding: 0 2px; }
 details { margin: 6px 0; } summary { cursor: pointer; }
 """
 
@@ -334,6 +396,31 @@ def _display_width(path: Path) -> int:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return GIF_WIDTH
     return width * max(1, GIF_WIDTH // width)
+
+
+def column_titles(path: Path) -> list[str]:
+    """The column titles a sample grid PNG carries (none for older runs' grids or damaged ones)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            text = image.info.get(COLUMNS_KEY, "[]")  # the chunks before the pixels: nothing is decoded
+            titles = json.loads(text) if isinstance(text, str) and len(text) < 100_000 else []
+    except (OSError, ValueError, SyntaxError, RecursionError, Image.DecompressionBombError):
+        return []
+    if not isinstance(titles, list) or len(titles) > MAX_COLUMNS or not all(isinstance(t, str) for t in titles):
+        return []
+    return titles
+
+
+def _grid_head(path: Path, shown: int) -> str:
+    """A row of column headers as wide as the grid shown (nothing where the PNG names no columns)."""
+    titles = column_titles(path)
+    if not titles:
+        return ""
+    cells = "".join(f'<span title="{html.escape(_text(title, 200))}">{html.escape(_text(title, 40))}</span>'
+                    for title in titles)
+    return f'<div class="grid-head" style="width: {shown}px">{cells}</div>'
 
 
 def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples: list[tuple[int, Path]],
@@ -406,23 +493,24 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
     # Samples
     out.append("<h2>Samples</h2>")
     if samples:
-        out.append('<p>Each row: input | output | target | the critic on (input, output) | the critic on '
-                   '(input, target), one block per patch it judges: <span class="legend-bar"></span> '
-                   "judged fake &rarr; real. Fixed held-out examples; the generator in eval mode, the critic "
-                   "normalizing each batch of pairs by its own statistics, as in training.</p>")
+        out.append("<p>One row per fixed held-out example, the method's columns headed above; the generators "
+                   "in eval mode. A critic's column shows its judgement of each patch it sees: "
+                   '<span class="legend-bar"></span> judged fake &rarr; real (the critic normalizing each batch '
+                   "by its own statistics, as in training).</p>")
         newest_step, newest = samples[-1]
         shown = _display_width(newest)
-        out.append(f"<h3>Step {newest_step}</h3>"
+        head = _grid_head(newest, shown)
+        out.append(f"<h3>Step {newest_step}</h3>{head}"
                    f'<img class="grid-image" src="../{SAMPLES_DIR}/{_src(newest.name)}" width="{shown}" '
                    f'alt="samples at step {newest_step}">')
         if gif is not None:
-            out.append(f'<h3>Across training</h3><img class="grid-image" src="{_src(gif)}" width="{shown}" '
+            out.append(f'<h3>Across training</h3>{head}<img class="grid-image" src="{_src(gif)}" width="{shown}" '
                        'alt="samples across training">')
         older = samples[:-1][::-1]
         if older:
             out.append("<h3>Earlier steps</h3>")
             for sample_step, path in older:
-                out.append(f"<details><summary>step {sample_step}</summary>"
+                out.append(f"<details><summary>step {sample_step}</summary>{_grid_head(path, shown)}"
                            f'<img class="grid-image" loading="lazy" src="../{SAMPLES_DIR}/{_src(path.name)}" '
                            f'width="{shown}" '
                            f'alt="samples at step {sample_step}"></details>')

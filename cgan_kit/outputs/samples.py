@@ -1,8 +1,9 @@
 """Sample grids: the fixed held-out examples a run shows at every step, drawn as the method's
-columns (images and the critics' heat maps), for the run folder, TensorBoard and the report."""
+columns (images and the critics' heat maps), for the run folder, the loggers and the report."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import set_mode
 from cgan_kit.outputs.log import writing
 from cgan_kit.plugin_api.contracts import Column
-from cgan_kit.runs.folder import RunFolder
+from cgan_kit.runs.folder import COLUMNS_KEY, RunFolder
 from cgan_kit.safe_output import replace
 from cgan_kit.data import eval_loader
 
@@ -33,10 +34,10 @@ def fixed_samples(recipe: Recipe, registry: Any, device: torch.device) -> dict[s
 
 def write_samples(models: Models, fixed: dict[str, Any], device: torch.device, run: RunFolder, step: int,
                   log: Any = None) -> None:
-    """Draw the sample grid of ``step`` into the run's samples (and TensorBoard, given a log)."""
-    grid = render_samples(models, fixed, device)
+    """Draw the sample grid of ``step`` into the run's samples (and to the loggers, given a log)."""
+    grid, titles = render_samples(models, fixed, device)
     with writing("the sample grid", run.sample(step), run):
-        save_png(grid, run.sample(step))
+        save_png(grid, run.sample(step), {COLUMNS_KEY: json.dumps(titles)})
     if log is not None:
         log.image("samples/grid", grid, step)
 
@@ -83,8 +84,8 @@ def sample_grid(columns: list[Column]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def render_samples(models: Models, fixed: dict[str, Any], device: torch.device) -> torch.Tensor:
-    """The sample grid of a run: the method's columns for the fixed held-out examples, drawn with
+def render_samples(models: Models, fixed: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    """The sample grid of a run and its column titles: the method's columns for the fixed held-out examples, drawn with
     the evaluation networks (generators in eval mode, the moving average where there is one;
     critics normalizing with the statistics of each batch, as in training, since their running
     statistics mix real and fake batches). No state changes, and the training RNG is left
@@ -105,14 +106,16 @@ def render_samples(models: Models, fixed: dict[str, Any], device: torch.device) 
             if networks.kinds[role] == "critic":
                 set_mode(network, "eval")
             network.train(modes[role])
-    return sample_grid(columns)
+    return sample_grid(columns), [column.title for column in columns]
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """Save a (3, H, W) image in [0, 1] as an 8-bit PNG, atomically."""
-    from PIL import Image
+def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:
+    """Save a (3, H, W) image in [0, 1] as an 8-bit PNG with ``text`` in its text chunks, atomically."""
+    from PIL import Image, PngImagePlugin
 
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)  # UTF-8: titles are the method's own words
     array = (image.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
-    replace(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
+    replace(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
 

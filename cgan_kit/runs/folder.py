@@ -23,6 +23,7 @@ from cgan_kit.safe_output import replace
 RECIPE_FILE = "recipe.toml"
 CHECKPOINTS_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
+COLUMNS_KEY = "cgan-kit columns"  # a sample grid PNG's text chunk: its column titles (JSON), for the report
 REPORT_DIR = "report"
 TENSORBOARD_DIR = "tensorboard"
 METRICS_FILE = "metrics.jsonl"
