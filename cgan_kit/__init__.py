@@ -5,8 +5,9 @@ The public API for plugin authors is re-exported here:
 - ``hookimpl`` marks the hook implementations of a plugin module;
 - ``ref`` and ``Range`` annotate factory parameters (a reference to another component, a bound);
 - ``Norm``, ``AdversarialLoss``, ``ReconstructionLoss`` and ``Stabilizer`` are the contracts that
-  built components fulfil, and ``Method`` (with ``Network``, ``Direction``, ``Column`` and
-  ``Networks``) the contract of a training algorithm (see ``cgan_kit.plugin_api.contracts``).
+  built components fulfil, ``Method`` (with ``Network``, ``Direction``, ``Column`` and
+  ``Networks``) the contract of a training algorithm, and ``Logger`` (told a ``RunInfo``) that of
+  a destination for a run's records (see ``cgan_kit.plugin_api.contracts``).
 
 The Python API for notebooks and services (``cgan_kit.api``): ``load`` (a ``Translator``) and
 ``train``; ``CganError`` is what they raise. It is imported on first use, so plugins importing
@@ -19,8 +20,8 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from cgan_kit.errors import CganError
-from cgan_kit.plugin_api.contracts import (AdversarialLoss, Column, Direction, Method, Network, Networks, Norm,
-                                           ReconstructionLoss, Stabilizer)
+from cgan_kit.plugin_api.contracts import (AdversarialLoss, Column, Direction, Logger, Method, Network, Networks,
+                                           Norm, ReconstructionLoss, RunInfo, Stabilizer)
 from cgan_kit.plugin_api.hookspecs import hookimpl
 from cgan_kit.plugin_api.params import Range, ref
 
@@ -43,12 +44,14 @@ __all__ = [
     "CganError",
     "Column",
     "Direction",
+    "Logger",
     "Method",
     "Network",
     "Networks",
     "Norm",
     "Range",
     "ReconstructionLoss",
+    "RunInfo",
     "Stabilizer",
     "Translator",
     "__version__",

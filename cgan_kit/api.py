@@ -1,7 +1,8 @@
 """The Python API, for notebooks and services: ``cgan_kit.load`` and ``cgan_kit.train``.
 
-``load`` reads a trained generator as ``cgan translate`` does and returns a ``Translator``, a
-callable that maps PIL images, numpy arrays and torch tensors of any size to the same kind.
+``load`` reads a trained generator (a model folder, a run or a checkpoint) as ``cgan translate``
+does and returns a ``Translator``, a callable that maps PIL images, numpy arrays and torch
+tensors of any size to the same kind.
 ``train`` runs the same loop as ``cgan run`` and returns the run folder. Problems with the input
 raise ``CganError`` (the command line's one-line messages); nothing calls ``sys.exit``. The API's
 own messages go to the ``logging`` logger "cgan_kit" (silent unless the host configures logging).
@@ -31,8 +32,9 @@ Restore = Callable[[list[torch.Tensor]], Any]
 
 def load(source: str | Path, *, direction: str | None = None, checkpoint: str | int = "latest",
          ema: bool | None = None, device: str | torch.device = "auto") -> Translator:
-    """A translator from a run folder (its ``checkpoint``: "latest", "best" or a step) or a
-    .safetensors checkpoint; ``direction``, ``ema`` and ``device`` as in ``cgan translate``."""
+    """A translator from a model folder (``cgan export --format safetensors``: model.safetensors and
+    config.json), a run folder (its ``checkpoint``: "latest", "best" or a step) or a .safetensors
+    checkpoint; ``direction``, ``ema`` and ``device`` as in ``cgan translate``."""
     loaded = load_generator(source, ema=ema, device=device, which=str(checkpoint), direction=direction)
     translator = Translator(loaded)
     log.info("loaded %s: step %d, %s, %s on %s", loaded.path, loaded.step,
@@ -58,7 +60,8 @@ class Translator:
     in_channels = property(lambda self: self.loaded.in_channels, doc="The channels the generator takes.")
     out_channels = property(lambda self: self.loaded.out_channels, doc="The channels the generator gives.")
     device = property(lambda self: self.loaded.device, doc="Where the generator computes.")
-    checkpoint = property(lambda self: self.loaded.path, doc="The checkpoint file it was loaded from.")
+    checkpoint = property(lambda self: self.loaded.path,
+                          doc="The file it was loaded from: a checkpoint, or a model folder's model.safetensors.")
     ema = property(lambda self: self.loaded.ema, doc="Whether these are the EMA weights.")
     generator = property(lambda self: self.loaded.generator, doc="The torch module (eval mode).")
 

@@ -11,6 +11,11 @@ class CganError(Exception):
     exit_code = 2
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """Another library's exception as a short line for a CganError: its type and message, whitespace folded."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:limit]}"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in a recipe: the dotted path and what is wrong there."""

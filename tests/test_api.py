@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,16 @@ def run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def model(run: Path, tmp_path_factory) -> Path:
+    """The run exported as a model folder (`cgan export --format safetensors`)."""
+    from cgan_kit.inference.export import export
+
+    folder = tmp_path_factory.mktemp("api_model") / "model"
+    export(run, "safetensors", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def translator(run: Path) -> cgan_kit.Translator:
     return cgan_kit.load(run)
 
@@ -78,14 +89,25 @@ def close_to(pixels: np.ndarray, expected: np.ndarray) -> None:
 # The README
 
 
-def test_the_readme_translation_example_runs_as_written_and_equals_cgan_translate(run, label, by_the_cli, tmp_path):
+def test_the_readme_translation_example_runs_as_written_and_equals_cgan_translate(model, label, by_the_cli, tmp_path):
+    """Exactly as written, in a fresh process, in a folder holding only the exported model folder
+    (no run folder) and the image."""
     block = readme_blocks()[0]
     assert len([line for line in block.splitlines() if line.strip() and "import" not in line]) <= 3
-    out = tmp_path / "translated.png"
-    code = substituted(block, {'"runs/quickstart"': repr(str(run)), '"label.png"': repr(str(label)),
-                               '"translated.png"': repr(str(out))})
-    exec(compile(code, "README.md", "exec"), {})
-    close_to(np.asarray(Image.open(out)), by_the_cli)
+    substituted(block, {'"model"': "", '"label.png"': "", '"translated.png"': ""})  # the names used
+    shutil.copytree(model, tmp_path / "model")
+    shutil.copy(label, tmp_path / "label.png")
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    close_to(np.asarray(Image.open(tmp_path / "translated.png")), by_the_cli)
+
+
+def test_a_model_folder_translates_like_its_run(model, translator):
+    exported = cgan_kit.load(model)
+    batch = torch.rand(2, 3, *ODD, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(exported(batch), translator(batch))
+    assert (exported.step, exported.ema, exported.direction) == (translator.step, True, "AtoB")
+    assert exported.checkpoint == model / "model.safetensors" and "model.safetensors" in repr(exported)
 
 
 def test_the_readme_training_example_runs_as_written(tiny_recipe, tmp_path):

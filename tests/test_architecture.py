@@ -70,8 +70,8 @@ def test_the_engine_has_no_import_cycle_even_counting_imports_inside_functions()
 
 
 def test_the_engine_folders_import_each_other_in_one_direction():
-    """Between folders too: plugin_api <- config <- runs <- inference <- outputs <- training <- cli."""
-    order = ["plugin_api", "config", "runs", "inference", "outputs", "training", "cli"]
+    """Between folders too: plugin_api <- config <- runs <- inference <- outputs <- loggers <- training <- cli."""
+    order = ["plugin_api", "config", "runs", "inference", "outputs", "loggers", "training", "cli"]
     for module, targets in imports().items():
         layer = module.split(".")[1] if module.count(".") else None
         if layer not in order:
@@ -107,7 +107,7 @@ def hooks() -> list[str]:
 def test_every_hook_is_documented_and_used_by_a_test():
     """datasette's rule: a hook nobody documents or exercises is a hook that breaks unnoticed."""
     found = hooks()
-    assert "register_methods" in found and "register_recipes" in found and len(found) == 10
+    assert "register_methods" in found and "register_loggers" in found and len(found) == 11
     docs = (ROOT / "docs" / "plugins.md").read_text()
     tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py")
                       if path.name != "test_architecture.py")

@@ -12,7 +12,7 @@ import pytest
 from cgan_kit.plugin_api import plugins
 from conftest import FACADES, ROOT, TINY_RECIPE, cgan
 
-KINDS = ("methods", "generators", "critics", "losses", "norms", "activations", "stabilizers", "datasets")
+KINDS = ("methods", "generators", "critics", "losses", "norms", "activations", "stabilizers", "datasets", "loggers")
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 
 

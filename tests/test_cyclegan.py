@@ -123,11 +123,11 @@ def test_cyclegan_resumes_bit_exactly_with_every_stabilizer_and_translates_both_
         write_image(image, torch.rand(*size), 8)
         invoke("translate", str(run), str(image), "--out", str(tmp_path / direction), "--direction", direction)
         assert (tmp_path / direction / f"{direction}.png").is_file()
-        report = json.loads(invoke("eval", str(run), "--no-fid", "--json", "--direction", direction))
+        evaluated = invoke("eval", str(run), "--no-fid", "--json", "--direction", direction)
+        report = json.loads(evaluated.splitlines()[-1])  # after the progress lines on stderr
         assert report["direction"] == direction and report["ema"] and 0 < report["cycle_l1"] < 2
         assert "ssim" in report  # the synthetic test split is paired
-    invoke("export", str(run), "--format", "torchscript", "--out", str(tmp_path / "b_to_a.pt"), "--direction",
-           "BtoA")
+    invoke("export", str(run), "--format", "pt2", "--out", str(tmp_path / "b_to_a.pt2"), "--direction", "BtoA")
 
 
 def test_identity_needs_equal_channels_and_reconstruction_losses_are_refused(tiny: Path):

@@ -146,6 +146,8 @@ def test_eval_json_reports_the_numbers_training_logged(tmp_path_factory):
         assert report["fid"] > 0 and math.isfinite(report["kid"])
     for key in ("l1", "psnr", "ssim", *(("fid", "kid") if FID_INSTALLED else ())):
         assert isinstance(report[key], float)
+    # Off a terminal the progress is a line on stderr (then one every few seconds): never silent, never on stdout.
+    assert "generating and measuring" in result.stderr and "test: 0/8 images" in result.stderr
 
 
 def test_eval_on_real_photos_with_the_data_root_overridden(tmp_path_factory, tmp_path):

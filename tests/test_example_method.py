@@ -92,7 +92,8 @@ def test_a_third_party_method_trains_resumes_translates_and_evaluates(two_way, t
     for direction in ("AtoB", "BtoA"):
         invoke("translate", str(run), str(image), "--out", str(tmp_path / direction), "--direction", direction)
         assert (tmp_path / direction / "label.png").is_file()
-        report = json.loads(invoke("eval", str(run), "--no-fid", "--json", "--direction", direction))
+        evaluated = invoke("eval", str(run), "--no-fid", "--json", "--direction", direction)
+        report = json.loads(evaluated.splitlines()[-1])  # after the progress lines on stderr
         assert report["direction"] == direction and report["ema"] and 0 < report["l1"] < 2
 
 

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from cgan_kit import AdversarialLoss, Norm, Range, ReconstructionLoss, Stabilizer, hookimpl, ref
+from cgan_kit import AdversarialLoss, Logger, Norm, Range, ReconstructionLoss, Stabilizer, hookimpl, ref
 from cgan_kit.cli.main import cli
 from cgan_kit.plugin_api import plugins
 from cgan_kit.runs import state
@@ -52,6 +52,13 @@ class CountUpdates(Stabilizer):
 
     def load_extra_state(self, state):
         self.updates = state["updates"]
+
+
+class StepsSeen(Logger):
+    seen: list[int] = []
+
+    def scalars(self, step, values, epoch):
+        self.seen.append(step)
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -125,6 +132,10 @@ class EveryHook:
         register("negated_noise", pairs)
 
     @hookimpl
+    def register_loggers(self, register):
+        register("steps_seen", lambda: StepsSeen())
+
+    @hookimpl
     def register_commands(self, cli):
         @cli.command()
         def hello():
@@ -159,6 +170,7 @@ log_every = 1
 eval_every = 3
 precision = "fp32"
 workers = 0
+loggers = ["jsonl", "steps_seen"]
 """
 
 
@@ -170,7 +182,7 @@ def test_a_component_of_every_kind_registered_in_process_trains_through_the_cli(
         listing = json.loads(runner.invoke(cli, ["list", "--json"]).output)
         for kind, name in [("generators", "one_conv"), ("critics", "patch_scores"), ("losses", "squares"),
                            ("norms", "plain"), ("activations", "softsign"), ("stabilizers", "count_updates"),
-                           ("datasets", "negated_noise"), ("methods", "pix2pix")]:
+                           ("datasets", "negated_noise"), ("loggers", "steps_seen"), ("methods", "pix2pix")]:
             assert name in [entry["name"] for entry in listing[kind]], (kind, name)
         result = runner.invoke(cli, ["run", str(recipe)])
         assert result.exit_code == 0, result.output
@@ -180,6 +192,7 @@ def test_a_component_of_every_kind_registered_in_process_trains_through_the_cli(
         rows = [json.loads(line) for line in (tmp_path / "runs" / "every" / "metrics.jsonl").read_text().splitlines()]
         assert [row["step"] for row in rows if "loss/g_squares" in row] == [1, 2, 3]
         assert any("eval/l1" in row for row in rows)
+        assert StepsSeen.seen == [0, 1, 2, 3, 3]  # the untrained baseline, each step, the last evaluation
         hello = runner.invoke(cli, ["hello"])
         assert hello.exit_code == 0 and hello.output == "hello from a plugin\n"
     assert "one_conv" not in plugins.registry().names("generator")  # gone with the context

@@ -134,7 +134,7 @@ def test_an_integer_of_5000_digits_is_one_line_wherever_it_comes_from(half_train
     with safe_open(str(path), "pt") as handle:
         text = json.loads(handle.metadata()["cgan_kit"])["recipe"]
     rewrite(path, meta={"recipe": text.replace("seed = 0", f"seed = {huge}", 1)})
-    one_error(cgan("export", str(path), "--format", "torchscript", "--out", str(tmp_path / "g.pt")), str(path))
+    one_error(cgan("export", str(path), "--format", "pt2", "--out", str(tmp_path / "g.pt2")), str(path))
 
 
 def test_the_recipe_inside_a_checkpoint_meets_the_same_bounds_as_a_recipe_file(half_trained, tmp_path):
@@ -338,7 +338,7 @@ def test_export_refuses_to_write_over_the_checkpoint_or_the_run_it_reads(half_tr
     latest = half_trained / "checkpoints" / "step_00000003.safetensors"
     before = digest(latest), digest(half_trained / "recipe.toml")
     for target in (latest, half_trained / "recipe.toml", half_trained / "metrics.jsonl"):
-        one_error(cgan("export", str(half_trained), "--format", "torchscript", "--out", str(target)),
+        one_error(cgan("export", str(half_trained), "--format", "pt2", "--out", str(target)),
                   f"--out {target}: that is an input of this command")
     assert (digest(latest), digest(half_trained / "recipe.toml")) == before
 
@@ -366,11 +366,10 @@ def test_a_full_disk_under_any_part_of_a_run_is_one_line(half_trained, tmp_path,
             shutil.rmtree(run / part, ignore_errors=True)
             (disk / part).mkdir()
             (run / part).symlink_to(disk / part)
-        with open(disk / "filler", "wb") as filler:
+        with open(disk / "filler", "wb", buffering=0) as filler:  # unbuffered: closing it has nothing to flush
             try:
                 while True:
                     filler.write(b"\0" * 65536)
-                    filler.flush()
             except OSError:
                 pass
         result = cgan("run", "--resume", str(run), "--set", "train.steps=6")

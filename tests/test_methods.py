@@ -89,7 +89,7 @@ def test_a_format_1_checkpoint_translates_evaluates_exports_and_reports(tmp_path
     runner = CliRunner()
     result = runner.invoke(cli, ["eval", str(run), "--no-fid", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["step"] == 8 and report["ema"] is True and 0 < report["l1"] < 1
     from cgan_kit.images import write_image
 
@@ -98,7 +98,7 @@ def test_a_format_1_checkpoint_translates_evaluates_exports_and_reports(tmp_path
     result = runner.invoke(cli, ["translate", str(run), str(image), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "in.png").is_file()
-    result = runner.invoke(cli, ["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "g.pt")])
+    result = runner.invoke(cli, ["export", str(run), "--format", "pt2", "--out", str(tmp_path / "g.pt2")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["report", str(run)])
     assert result.exit_code == 0, result.output

@@ -79,6 +79,10 @@ def ema(decay: Annotated[float, Range(ge=0, le=1)] = 0.999):
     """
 
 
+def plain_logger():
+    """A logger."""
+
+
 class Paired(Method):
     """A paired method: one generator, one critic."""
 
@@ -95,7 +99,8 @@ def registry() -> Registry:
                                 ("activation", "relu", relu), ("activation", "leaky_relu", leaky_relu),
                                 ("generator", "unet", unet), ("critic", "patchgan", patchgan),
                                 ("loss", "bce", bce), ("loss", "l1", bce), ("dataset", "folder", folder),
-                                ("stabilizer", "ema", ema)]:
+                                ("stabilizer", "ema", ema), *[("logger", name, plain_logger) for name in
+                                                              ("jsonl", "tensorboard", "report")]]:
         reg.add(kind, name, factory, provider)
     return reg
 

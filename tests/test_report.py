@@ -69,7 +69,7 @@ def test_translate_eval_export_pick_a_checkpoint_by_step_or_best(trained, tmp_pa
     done = cgan_one_thread("translate", str(trained), str(tmp_path / "in.png"), "--out", str(tmp_path / "out"),
                            "--checkpoint", "best", check=True)
     assert "best.safetensors" in done.stdout and Image.open(tmp_path / "out" / "in.png").size == (40, 24)
-    exported = cgan_one_thread("export", str(trained), "--format", "torchscript", "--out", str(tmp_path / "g.pt"),
+    exported = cgan_one_thread("export", str(trained), "--format", "pt2", "--out", str(tmp_path / "g.pt2"),
                                "--checkpoint", "0", "--json", check=True)
     assert json.loads(exported.stdout)["step"] == 0
 
@@ -280,7 +280,7 @@ def test_report_translate_and_export_of_a_facades_run(tmp_path_factory, tmp_path
     cgan_one_thread("translate", str(run), str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"),
                     "--checkpoint", "best", check=True)
     assert Image.open(tmp_path / "out" / "wide.png").size == (300, 200)
-    exported = cgan_one_thread("export", str(run), "--format", "torchscript", "--checkpoint", "best", "--size", "200",
-                               "300", "--out", str(tmp_path / "generator.pt"), "--json", check=True)
+    exported = cgan_one_thread("export", str(run), "--format", "pt2", "--checkpoint", "best", "--size", "200",
+                               "300", "--out", str(tmp_path / "generator.pt2"), "--json", check=True)
     report = json.loads(exported.stdout)
     assert report["input_shape"] == [1, 3, 200, 300] and report["max_abs_diff"] <= 1e-4

@@ -66,3 +66,26 @@ def test_help_lists_every_command_without_importing_torch():
     for command in ("run", "check", "translate", "eval", "export", "report", "list", "describe", "plugins", "bench",
                     "init", "data", "convert-reference"):
         assert f"\n  {command} " in done.stdout, command
+
+
+def test_a_smoke_run_does_the_whole_recipe_small_in_its_own_folder(tmp_path):
+    from cgan_kit.config.recipe import load, smoke_overrides
+    from cgan_kit.runs.folder import RunFolder
+
+    # Every shipped recipe can be smoked: its caps are valid values of its own keys.
+    for name in SHIPPED:
+        recipe = load(name, smoke_overrides(load(name)))
+        assert recipe.train.steps <= 10 and recipe.train.eval_images <= 8 and recipe.run_name == f"{name}-smoke"
+        assert recipe.data.args.get("crop_size", recipe.data.args.get("size", 0)) <= 128
+    facades = load("pix2pix_facades", smoke_overrides(load("pix2pix_facades")))
+    assert (facades.data.args["load_size"], facades.data.args["crop_size"]) == (143, 128)  # the paper's margin
+    # Smaller values given with --set stay; larger ones are capped.
+    assert load("quickstart", smoke_overrides(load("quickstart", ["train.steps=3"]))).train.steps == 3
+
+    result = cgan("run", "quickstart", "--smoke", "--set", "train.steps=500", "--set", "train.threads=1",
+                  cwd=tmp_path, check=True)
+    run = RunFolder(tmp_path / "runs" / "quickstart-smoke")
+    assert [step for step, _ in run.saved_steps()] == [0, 10] and "at step 10" in result.stdout
+    assert (run.path / "report" / "index.html").is_file() and run.sample(10).is_file()
+    assert load(run.recipe).train.steps == 10  # the saved recipe is the smoke run's: a resume stays small
+    one_error(cgan("run", "--resume", str(run.path), "--smoke", cwd=tmp_path), "--smoke", "--resume")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -70,6 +71,9 @@ def test_a_run_folder_holds_recipe_checkpoints_samples_tensorboard_and_metrics(t
         assert key in logged
     # Not a terminal: plain progress lines for CI logs, with losses, speed and ETA.
     assert "step 2/6" in result.stderr and "images_per_s" in result.stderr and "eta" in result.stderr
+    # ... and each evaluation says it has begun, so that minutes of held-out images are not silence.
+    for step in (0, 3, 6):
+        assert re.search(rf"^step {step}/6: evaluating \d+ held-out images$", result.stderr, re.M), result.stderr
     # The saved recipe repeats the run: every default resolved, loadable as a recipe itself.
     again = cgan("check", str(run / "recipe.toml"), "--json", check=True)
     assert json.loads(again.stdout)["generator"]["type"] == "unet"

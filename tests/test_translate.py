@@ -138,6 +138,7 @@ def translated(run, inputs, tmp_path_factory) -> Path:
     result = cgan("translate", str(run), str(single), str(folder), "--out", str(out), "--batch-size", "2",
                   check=True)
     assert "translated 5 images" in result.stdout and "EMA weights" in result.stdout and "eval mode" in result.stdout
+    assert "translating: 0/5 images" in result.stderr  # progress, off a terminal a line as it starts
     return out
 
 

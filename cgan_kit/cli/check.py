@@ -6,7 +6,7 @@ from typing import Any
 
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import AdversarialLoss
-from cgan_kit.config.build import build_dataset, build_models, channels, check_memory
+from cgan_kit.config.build import build_dataset, build_loggers, build_models, channels, check_memory
 from cgan_kit.errors import ArgumentError, CganError
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.plugin_api.registry import Registry
@@ -69,6 +69,7 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
                     "role": "adversarial" if isinstance(item.loss, AdversarialLoss) else "reconstruction"}
                    for item in models.losses],
         "stabilizers": [{"type": spec.type} for spec in recipe.stabilizers],
+        "loggers": list(build_loggers(recipe, registry)),  # built: a logger's missing extra is reported here
         "channels": {"input": in_channels, "output": out_channels},
         "size": size,
         "data": data_report(recipe, registry),

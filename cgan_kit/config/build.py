@@ -6,7 +6,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from cgan_kit.plugin_api.contracts import AdversarialLoss, Method, Networks, ReconstructionLoss, Stabilizer
+from cgan_kit.plugin_api.contracts import (AdversarialLoss, Logger, Method, Networks, ReconstructionLoss,
+                                           Stabilizer)
 from cgan_kit.errors import CganError
 from cgan_kit.config.recipe import Component, Recipe
 from cgan_kit.plugin_api.registry import Registry
@@ -195,3 +196,16 @@ def build_dataset(recipe: Recipe, registry: Registry, split: str, augment: bool)
         raise broken(registry, recipe.data, "data", f"built a {type(dataset).__name__}, not a dataset (with "
                      "__len__ and __getitem__)")
     return dataset
+
+
+def build_loggers(recipe: Recipe, registry: Registry) -> dict[str, Logger]:
+    """The loggers ``train.loggers`` chooses, by name, in its order, built from their ``[loggers.NAME]``
+    settings. Building one only checks them (and that its extra is installed); ``start`` opens it."""
+    loggers = {}
+    for name in recipe.train.loggers:
+        spec, path = recipe.loggers[name], f"loggers.{name}"
+        logger = build(registry, spec, path)
+        if not isinstance(logger, Logger):
+            raise broken(registry, spec, path, f"built a {type(logger).__name__}, not a Logger")
+        loggers[name] = logger
+    return loggers

@@ -15,8 +15,9 @@ A component is a table with ``type`` (a registered name) and that component's ke
 
 ``[method]`` names the training algorithm, and the method says from which tables its networks
 are built (pix2pix: ``[generator]`` and ``[critic]``); ``[data]`` names a dataset the same way;
-``[train]`` and ``[optim]`` hold the engine's settings (see ``cgan_kit.config.settings``). Every
-problem is collected with its dotted path and reported together; ``--set key.path=value``
+``[train]`` and ``[optim]`` hold the engine's settings (see ``cgan_kit.config.settings``);
+``train.loggers`` names the run's loggers and a ``[loggers.NAME]`` table holds one logger's keys.
+Every problem is collected with its dotted path and reported together; ``--set key.path=value``
 overrides are checked the same way.
 """
 
@@ -47,7 +48,9 @@ DEFAULT_METHOD = "pix2pix"  # a recipe without a [method] table (every recipe be
 COMPONENT_TABLES = {"method": "method", "data": "dataset"}
 COMPONENT_LISTS = {"losses": "loss", "stabilizers": "stabilizer"}
 SETTINGS_TABLES = {"train": TrainSettings, "optim": OptimSettings}
-TABLES = [*COMPONENT_TABLES, *COMPONENT_LISTS, *SETTINGS_TABLES]
+LOGGERS_TABLE = "loggers"  # [loggers.NAME]: one logger's settings; train.loggers chooses the loggers
+TABLES = [*COMPONENT_TABLES, *COMPONENT_LISTS, *SETTINGS_TABLES, LOGGERS_TABLE]
+REQUIRED_LOGGER = "jsonl"  # metrics.jsonl: the record the report and `cgan bench` read
 REQUIRED_TABLES = ("data", "losses")
 MAX_DEPTH = 32  # tables and arrays inside each other; deeper is no recipe, and Python would run out of stack
 # Keys that belong to the recipe rather than to a component's factory.
@@ -87,6 +90,7 @@ class Recipe:
     stabilizers: tuple[Component, ...]
     train: TrainSettings
     optim: OptimSettings
+    loggers: dict[str, Component] = dataclasses.field(default_factory=dict)  # [loggers.NAME], defaults filled
 
     @property
     def generator(self) -> Component | None:
@@ -99,6 +103,8 @@ class Recipe:
         return self.networks.get("critic")
 
     def to_dict(self) -> dict[str, Any]:
+        loggers = {name: {k: v for k, v in logger.to_toml().items() if k != "type"}
+                   for name, logger in self.loggers.items() if logger.args}
         tables: dict[str, Any] = {}
         for name, component in self.networks.items():
             *parents, last = name.split(".")
@@ -115,6 +121,7 @@ class Recipe:
             # The run's name is resolved too, so that running the saved recipe names runs alike.
             "train": _plain({**dataclasses.asdict(self.train), "name": self.run_name}),
             "optim": _plain(dataclasses.asdict(self.optim)),
+            **({LOGGERS_TABLE: loggers} if loggers else {}),
         }
 
     def to_toml(self) -> str:
@@ -257,6 +264,35 @@ def load(path: str | Path, overrides: list[str] | None = None, registry: Registr
 # Validation
 
 
+SMOKE_STEPS = 10
+SMOKE_EVAL_IMAGES = 8
+SMOKE_SIZE = 128  # pixels, the crop (or image) side at most
+
+
+def smoke_overrides(recipe: Recipe) -> list[str]:
+    """The ``--set`` values that make a smoke run of ``recipe``: everything it does (data, models,
+    evaluation, samples, checkpoints, report) in minutes, to find a mistake before hours of
+    training. At most 10 steps and 8 evaluation images, crops of at most 128 px (the load size
+    scaled alike), in a folder of its own (``<name>-smoke``)."""
+    train = recipe.train
+    steps = min(train.steps, SMOKE_STEPS)
+    overrides = [f"train.steps={steps}", f"train.eval_images={min(train.eval_images, SMOKE_EVAL_IMAGES)}",
+                 f"train.log_every={min(train.log_every, max(1, steps // 5))}", f"train.checkpoint_every={steps}",
+                 f"train.sample_every={steps}", "train.eval_every=0",
+                 f"train.name={_toml_value(recipe.run_name + '-smoke')}"]
+    data = recipe.data.args
+    side = next((key for key in ("crop_size", "size") if _whole(data.get(key))), None)
+    if side is not None and data[side] > SMOKE_SIZE:
+        overrides.append(f"data.{side}={SMOKE_SIZE}")
+        if side == "crop_size" and _whole(data.get("load_size")):  # the same margin for the random crop
+            overrides.append(f"data.load_size={max(SMOKE_SIZE, round(data['load_size'] * SMOKE_SIZE / data[side]))}")
+    return overrides
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def validate(raw: Any, source: str, registry: Registry) -> Recipe:
     """Check a parsed recipe whole; raise ``RecipeError`` listing every problem found."""
     problems: list[Problem] = []
@@ -309,9 +345,20 @@ def validate(raw: Any, source: str, registry: Registry) -> Recipe:
                 for table, cls in SETTINGS_TABLES.items()}
     if settings["train"] is not None:
         problems.extend(_folder_problems(settings["train"]))
+    components["loggers"] = _loggers(raw.get(LOGGERS_TABLE, {}), settings["train"], registry, problems)
     if problems:
         raise RecipeError(source, problems)
     return Recipe(source=source, **components, **settings)
+
+
+def validate_component(raw: Any, path: str, kind: str, source: str, registry: Registry) -> Component:
+    """Check one component table on its own (a model file's generator) as a recipe's would be;
+    raise ``RecipeError`` listing its problems."""
+    problems = [Problem(f"{path}.{p.path}".rstrip("."), p.message) for p in _shape_problems(raw)]
+    found = None if problems else _component(raw, path, kind, registry, problems)
+    if problems or found is None:
+        raise RecipeError(source, problems or [Problem(path, f"is no {kind}")])
+    return found
 
 
 def _shape_problems(raw: Any) -> list[Problem]:
@@ -352,6 +399,43 @@ def _folder_problems(train: TrainSettings) -> list[Problem]:
     if "\0" in train.out_dir:
         problems.append(Problem("train.out_dir", "contains a NUL character, which no path can hold"))
     return problems
+
+
+def _loggers(raw: Any, train: TrainSettings | None, registry: Registry, problems: list[Problem]) -> dict[str, Any]:
+    """``train.loggers`` (registered names, each once, "jsonl" among them) and the ``[loggers.NAME]``
+    tables: the settings of each chosen logger, and of each configured one (checked, kept for the
+    runs that choose it), defaults filled in."""
+    names = registry.names("logger")
+    chosen = list(train.loggers) if train is not None else []
+    for i, name in enumerate(chosen):
+        if registry.find("logger", name) is None:
+            problems.append(Problem(f"train.loggers[{i}]", f'"{name}" is not a logger{did_you_mean(name, names)} '
+                                                          "(see `cgan list loggers`)"))
+        elif name in chosen[:i]:
+            problems.append(Problem(f"train.loggers[{i}]", f'"{name}" is listed twice'))
+    if train is not None and REQUIRED_LOGGER not in chosen:
+        problems.append(Problem("train.loggers", f'must include "{REQUIRED_LOGGER}": metrics.jsonl is the run\'s own '
+                                                 "record, which the report and `cgan bench` read (found "
+                                                 f"{_toml_value(chosen)})"))
+    if not isinstance(raw, dict):
+        problems.append(Problem(LOGGERS_TABLE, f"expected tables [loggers.NAME], found {_found(raw)}"))
+        raw = {}
+    loggers: dict[str, Any] = {}
+    for name, table in raw.items():
+        where = f"{LOGGERS_TABLE}.{name}"
+        if registry.find("logger", name) is None:
+            problems.append(Problem(where, f'"{name}" is not a logger{did_you_mean(name, names)} '
+                                           "(see `cgan list loggers`)"))
+        elif not isinstance(table, dict):
+            problems.append(Problem(where, f'expected a table of logger "{name}"\'s keys, found {_found(table)}'))
+        elif "type" in table:
+            problems.append(Problem(f"{where}.type", "unknown key: the table's name says which logger it sets up"))
+        else:
+            loggers[name] = _component({**table, "type": name}, where, "logger", registry, problems)
+    for name in chosen:
+        if name not in loggers and registry.find("logger", name) is not None:
+            loggers[name] = _component({"type": name}, f"{LOGGERS_TABLE}.{name}", "logger", registry, problems)
+    return {name: logger for name, logger in loggers.items() if logger is not None}
 
 
 def _lookup(raw: dict[str, Any], dotted: str) -> Any:

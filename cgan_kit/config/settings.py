@@ -32,7 +32,11 @@ class TrainSettings:
             and keeps adapting while training when step times show the load changed; a number
             fixes it (a fixed count also makes reruns bit-identical). OMP_NUM_THREADS,
             MKL_NUM_THREADS or CGAN_THREADS in the environment always win.
-        log_every: Steps between log lines and TensorBoard scalars.
+        log_every: Steps between log lines and logged scalars.
+        loggers: Where the run records its scalars, sample grids and resolved recipe (`cgan list
+            loggers`): "jsonl" (metrics.jsonl, always listed: the report and `cgan bench` read it),
+            "tensorboard", "report" (the HTML report), "mlflow" and "wandb" (optional extras), or a
+            plugin's; settings go in a [loggers.NAME] table.
         sample_every: Steps between sample images (0: only at the end).
         checkpoint_every: Steps between checkpoints (a checkpoint is always written at the end).
         keep_checkpoints: How many recent checkpoints to keep.
@@ -75,6 +79,7 @@ class TrainSettings:
     workers: Literal["auto"] | Annotated[int, Range(ge=0)] = "auto"
     threads: Literal["auto"] | Annotated[int, Range(ge=1, le=1024)] = "auto"
     log_every: Annotated[int, Range(ge=1)] = 50
+    loggers: tuple[str, ...] = ("jsonl", "tensorboard", "report")
     sample_every: Annotated[int, Range(ge=0)] = 500
     checkpoint_every: Annotated[int, Range(ge=1)] = 500
     keep_checkpoints: Annotated[int, Range(ge=1)] = 3

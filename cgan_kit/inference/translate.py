@@ -1,9 +1,12 @@
-"""Using a trained generator: load it from a checkpoint alone, and translate image files with it.
+"""Using a trained generator: load it from a checkpoint or a model folder alone, and translate
+image files with it.
 
 Everything a checkpoint needs to be used is inside it: the resolved recipe in its metadata says
 which generator to build (and with what channels), the tensors hold its weights and, when the
 recipe had a moving average of the generator (``[[stabilizers]] type = "ema"``), the averaged
-weights too. No flag ever repeats what the checkpoint already says.
+weights too. No flag ever repeats what the checkpoint already says. A model folder (``cgan export
+--format safetensors``: model.safetensors and config.json) is loaded the same way, with the same
+checks (see ``model_folder``).
 
 Image files are read and written by ``cgan_kit.images`` without losing precision (16-bit in,
 16-bit out). The engine knows no architecture and imports no plugin;
@@ -13,7 +16,7 @@ this module only relies on the contracts every plugin keeps (a generator maps (B
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -24,6 +27,8 @@ from cgan_kit import images as image_files
 from cgan_kit.device import pick_device
 from cgan_kit.errors import CganError
 from cgan_kit.images import IMAGE_SUFFIXES, image_size, list_images, to_channels, write_image
+from cgan_kit.inference import model_folder
+from cgan_kit.inference.model_folder import ModelSpec
 from cgan_kit.plugin_api.contracts import inverse
 from cgan_kit.runs.folder import CHECKPOINTS_DIR, RunFolder, resolve_checkpoint
 from cgan_kit.safe_output import check_folder, check_target, replace
@@ -34,15 +39,16 @@ Mode = Literal["eval", "paper"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading a generator from a checkpoint
+# Loading a generator from a checkpoint or a model folder
 
 
 @dataclass
 class Loaded:
     """A generator ready to run, with what it came from."""
 
-    path: Path                 # the checkpoint file
-    recipe: Any                # cgan_kit.config.recipe.Recipe, as saved with the checkpoint
+    path: Path                 # the checkpoint file, or a model folder's model.safetensors
+    recipe: Any                # cgan_kit.config.recipe.Recipe as saved with the checkpoint (a model folder:
+                               # model_folder.ModelRecipe, its [data] table alone)
     meta: dict[str, Any]
     generator: nn.Module       # the EMA copy when ``ema``
     ema: bool
@@ -54,6 +60,9 @@ class Loaded:
     out_channels: int
     measures: str              # the method's: "paired" or "unpaired"
     back: nn.Module | None = None  # the generator of the opposite direction, where the method has one
+    size: tuple[int, int] = (256, 256)  # (height, width) the model was trained at
+    spec: ModelSpec | None = None  # every direction and generator table, as a model folder describes them
+    networks: dict[str, nn.Module] = field(default_factory=dict)  # every direction's generator by role
 
     @property
     def step(self) -> int:
@@ -64,12 +73,19 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
                    overrides: dict[str, dict[str, Any]] | None = None, which: str = "latest",
                    direction: str | None = None) -> Loaded:
     """Build the generator that translates in ``direction`` (default: the method's first) from a
-    checkpoint (or a run's checkpoint ``which``: latest, best or a step) and load its weights.
+    checkpoint (or a run's checkpoint ``which``: latest, best or a step) or a model folder, and
+    load its weights.
 
     ``ema``: None uses a stabilizer's evaluation generator (the EMA copy) when the checkpoint has
     one, True requires it, False takes the trained weights. The result is in eval mode.
     """
     torch_device = pick_device(device, "--device") if isinstance(device, str) else device
+    weights = model_folder.find(target)
+    if weights is not None:
+        if which != "latest":
+            raise CganError(f"--checkpoint {which}: {target} is a model folder, which holds one model; --checkpoint "
+                            "picks one of a run folder's checkpoints")
+        return _load_model_folder(weights, ema, torch_device, overrides, direction)
     path = resolve_checkpoint(target, which)
     recipe, meta, models = load_models(path, torch_device, overrides, stabilizer_states=ema is not False)
     directions = type(models.method).directions
@@ -78,23 +94,46 @@ def load_generator(target: str | Path, ema: bool | None = None, device: str | to
         raise CganError(f'--direction {name}: method "{recipe.method.type}" translates {", ".join(directions)}')
     chosen_direction = directions[name]
     role = chosen_direction.role
-    chosen, used_ema = models.networks[role], False
+    used_ema = False
     stand_ins = models.eval_networks() if ema is not False else models.networks
     if stand_ins[role] is not models.networks[role]:
-        chosen, used_ema = stand_ins[role], True
+        used_ema = True
     if ema and not used_ema:
         raise CganError(f"{path} has no EMA weights (its recipe has no [[stabilizers]] type = \"ema\"); "
                         "leave out --ema")
-    chosen = chosen.to(torch_device).eval().requires_grad_(False)
+    networks = {d.role: (stand_ins if used_ema else models.networks)[d.role].to(torch_device).eval()
+                .requires_grad_(False) for d in directions.values()}
     opposite = inverse(directions, chosen_direction)
-    back = None
-    if opposite is not None:
-        back = (stand_ins if used_ema else models.networks)[opposite.role]
-        back = back.to(torch_device).eval().requires_grad_(False)
     channels = models.method.channels(role, int(recipe.data.args["in_channels"]), int(recipe.data.args["out_channels"]))
-    return Loaded(path, recipe, meta, chosen, used_ema, torch_device, name, chosen_direction.source,
+    versions = {str(k): str(v) for k, v in (meta.get("versions") or {}).items()}
+    provenance = {"run": recipe.run_name, "checkpoint": path.name, "step": int(meta.get("step", 0)), "ema": used_ema,
+                  "versions": versions}
+    spec = model_folder.spec_of(recipe, models.method, provenance)
+    return Loaded(path, recipe, meta, networks[role], used_ema, torch_device, name, chosen_direction.source,
                   chosen_direction.target, channels["in_channels"], channels["out_channels"],
-                  type(models.method).measures, back)
+                  type(models.method).measures, None if opposite is None else networks[opposite.role], spec.size,
+                  spec, networks)
+
+
+def _load_model_folder(weights: Path, ema: bool | None, device: torch.device,
+                       overrides: dict[str, dict[str, Any]] | None, direction: str | None) -> Loaded:
+    """A model folder's generator for ``direction``, every file checked first."""
+    spec = model_folder.read_config(weights.with_name(model_folder.CONFIG_FILE))
+    name = direction or next(iter(spec.directions))
+    if name not in spec.directions:
+        raise CganError(f"--direction {name}: the model in {weights.parent} translates {', '.join(spec.directions)}")
+    if ema and not spec.ema:
+        raise CganError(f"{weights.parent} holds the trained weights (exported without EMA weights); leave out --ema")
+    if ema is False and spec.ema:
+        raise CganError(f"{weights.parent} holds the EMA weights alone; leave out --no-ema, or export the run again "
+                        "with --no-ema for the trained weights")
+    networks, recipe = model_folder.load(weights, spec, device, overrides)
+    chosen = spec.directions[name]
+    opposite = inverse(spec.directions, chosen)
+    meta = {"step": spec.step, "provenance": spec.provenance}
+    return Loaded(weights, recipe, meta, networks[chosen.generator], spec.ema, device, name, chosen.source,
+                  chosen.target, chosen.in_channels, chosen.out_channels, spec.measures,
+                  None if opposite is None else networks[opposite.generator], spec.size, spec, networks)
 
 
 def set_mode(generator: nn.Module, mode: Mode) -> None:

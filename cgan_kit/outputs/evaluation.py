@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -19,6 +19,7 @@ from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, I
                                       kernel_inception_distance)
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import inverse
+from cgan_kit.progress import Progress
 
 def measure_key(method: Any, direction: str, measure: str) -> str:
     """The log key of a held-out measure: ``eval/<measure>`` for a method with one direction,
@@ -27,7 +28,8 @@ def measure_key(method: Any, direction: str, measure: str) -> str:
 
 
 @torch.no_grad()
-def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, float]:
+def evaluate(models: Models, loader: Any, device: torch.device,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Held-out measures of every direction of the method, with the evaluation networks (the
     moving average where there is one) in eval mode:
 
@@ -37,6 +39,8 @@ def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, flo
       test split may be);
     - ``cycle_l1``, where another direction translates back: how well the round trip returns
       the input.
+
+    ``progress(done, total)`` hears of each batch (images, over every direction evaluated).
     """
     method = type(models.method)
     paired = method.measures == "paired" or bool(getattr(_underlying(loader.dataset), "paired", False))
@@ -46,11 +50,14 @@ def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, flo
     modes = {role: network.training for role, network in networks.items()}
     for network in networks.values():
         network.eval()
+    evaluated = [(name, direction, inverse(method.directions, direction))
+                 for name, direction in method.directions.items()]
+    evaluated = [(name, direction, back) for name, direction, back in evaluated if paired or back is not None]
+    total, done = len(loader.dataset) * len(evaluated), 0
+    report = progress if progress is not None and total else (lambda done, total: None)
+    report(0, total)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for name, direction in method.directions.items():
-            back = inverse(method.directions, direction)
-            if not paired and back is None:
-                continue
+        for name, direction, back in evaluated:
             count = 0
             for batch in loader:
                 inputs, targets = batch[direction.source].to(device), batch[direction.target].to(device)
@@ -62,9 +69,24 @@ def evaluate(models: Models, loader: Any, device: torch.device) -> dict[str, flo
                     key = measure_key(models.method, name, measure)
                     sums[key] = sums.get(key, 0.0) + values.sum().item()
                 count += inputs.shape[0]
+                done += inputs.shape[0]
+                report(done, total)
     for role, network in networks.items():
         network.train(modes[role])
     return {key: value / count for key, value in sums.items()}
+
+
+def _check_fits(loaded: Any, batch: dict[str, Any]) -> None:
+    """The data gives what the generator takes: its input and target keys, its channels (a model
+    folder's config.json names them apart from its [data] table, so they may disagree)."""
+    for key, channels in ((loaded.source, loaded.in_channels), (loaded.target, None)):
+        images = batch.get(key)
+        if not isinstance(images, torch.Tensor):
+            raise CganError(f"{loaded.path}: direction {loaded.direction} reads \"{key}\" from the data, which gives "
+                            f"{', '.join(repr(k) for k in batch) or 'nothing'}; the model does not fit this data")
+        if channels is not None and images.dim() == 4 and images.shape[1] != channels:
+            raise CganError(f"{loaded.path}: the generator takes {channels} channels, the data's \"{key}\" images "
+                            f"have {images.shape[1]}; the model does not fit this data")
 
 
 def _underlying(dataset: Any) -> Any:
@@ -89,11 +111,12 @@ def improves(results: dict[str, float], best: dict[str, Any] | None, key: str) -
 def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split: str = "test",
                         fid: bool | None = None, ema: bool | None = None, batch_size: int = 8,
                         limit: int | None = None, device: str = "auto", warn: Any = None, which: str = "latest",
-                        direction: str | None = None) -> dict[str, Any]:
+                        direction: str | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run a checkpoint's generator for ``direction`` (the EMA copy when present) over a split of
     its recipe's data: L1, PSNR and SSIM against the targets where they are its outputs' pairs (a
     paired method, or held-out data that says it is paired), the cycle error where the method
-    translates back, and FID and KID against the real images of the target side."""
+    translates back, and FID and KID against the real images of the target side. Progress goes
+    to stderr unless ``quiet``."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     if fid is None:
         fid = fid_available()
@@ -117,8 +140,10 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
         sums["cycle_l1"] = 0.0
     real_features, fake_features = [], []
     seen = 0
-    with torch.no_grad():
+    what = "generating and measuring" + (" (with Inception features)" if inception is not None else "")
+    with torch.no_grad(), Progress(f"{what} {split}", count, quiet=quiet) as progress:
         for batch in loader:
+            _check_fits(loaded, batch)
             inputs, targets = batch[loaded.source].to(loaded.device), batch[loaded.target].to(loaded.device).float()
             outputs = loaded.generator(inputs).float()
             if outputs.shape != targets.shape:
@@ -137,6 +162,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
                 fake_features.append(inception(((outputs + 1) / 2).clamp(0, 1)))
                 real_features.append(inception(((targets + 1) / 2).clamp(0, 1)))
             seen += inputs.shape[0]
+            progress.advance(inputs.shape[0])
     report: dict[str, Any] = {
         "checkpoint": str(loaded.path), "step": loaded.step, "direction": loaded.direction, "split": split,
         "images": seen, "ema": loaded.ema,

@@ -1,19 +1,21 @@
-"""What a run tells its user as it goes: a progress bar (or plain lines off a terminal), TensorBoard
-and the metrics file. Sample grids are drawn by ``samples.py``."""
+"""What a run tells as it goes: a progress bar (or plain lines off a terminal), and its records handed
+to the loggers the recipe chooses (``cgan_kit/loggers/``: metrics.jsonl, TensorBoard, the report,
+MLflow, W&B, a plugin's). Sample grids are drawn by ``samples.py``."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
-from cgan_kit.errors import CganError
+from cgan_kit.errors import CganError, one_line
+from cgan_kit.plugin_api.contracts import Logger, Outcome, RunInfo
 from cgan_kit.runs.folder import RunFolder
 from cgan_kit.safe_output import replace
 
@@ -29,45 +31,72 @@ def writing(what: str, path: Path, run: RunFolder) -> Iterator[None]:
                         f"folder) and continue from the last checkpoint with `cgan run --resume {run.path}`") from None
 
 
-def _quiet_writer_thread(previous: Any) -> Any:
-    """A threading.excepthook that leaves TensorBoard's writer thread's OS errors to the main
-    thread, which reports them as one line when it next writes (instead of a thread traceback)."""
-    def hook(args: Any) -> None:
-        if issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
-            return
-        previous(args)
-    return hook
-
-
 class RunLog:
-    """Progress on the terminal, scalars and images in TensorBoard, and ``metrics.jsonl``."""
+    """What a run tells as it goes: progress on the terminal (a bar, or plain lines off a terminal),
+    and every scalar, sample grid and the resolved recipe handed to the run's loggers
+    (``train.loggers``; see ``cgan_kit.Logger`` for what a logger's failure costs)."""
 
-    def __init__(self, run: RunFolder, total_steps: int, start_step: int, batch_size: int):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.run, self.total, self.batch_size = run, total_steps, batch_size
-        self.previous_hook, threading.excepthook = threading.excepthook, _quiet_writer_thread(threading.excepthook)
-        with writing("the metrics file", run.metrics, run):
-            self.metrics, dropped = _reopen_metrics(run.metrics, start_step)
-        with writing("TensorBoard's log in", run.tensorboard, run):
-            self.writer = SummaryWriter(str(run.tensorboard), purge_step=start_step + 1)
+    def __init__(self, run: RunFolder, recipe: Any, start_step: int, batch_size: int, loggers: dict[str, Logger],
+                 resumed: bool):
+        self.run, self.total, self.batch_size = run, recipe.train.steps, batch_size
+        self.loggers: dict[str, Logger] = {}
+        self.closed = False
         for leftover in run.samples.glob(".*.tmp*"):  # a sample being written when a run was killed
             leftover.unlink(missing_ok=True)
         self.interactive = sys.stderr.isatty()
+        self.progress = None
+        self._start_loggers(loggers, RunInfo(run.path, run.path.name, recipe.to_dict(), recipe.to_toml(), start_step,
+                                             self.total, resumed, message=self.message))
         self.started, self.start_step = time.perf_counter(), start_step
         self.last_time, self.last_step = self.started, start_step
-        self.progress = None
         if self.interactive:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
                                      TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                                      transient=False)
-            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, status="")
+            self.task = self.progress.add_task("train", total=self.total, completed=start_step, status="")
             self.progress.start()
-        if dropped:  # said once the terminal is set up, through the run's own message path
-            self.message(f"warning: {run.metrics}: dropped {dropped} damaged line{'s' if dropped > 1 else ''} "
-                         "(cut short by a killed run, not UTF-8, or not a JSON object with a step)")
+
+    def _start_loggers(self, loggers: dict[str, Logger], info: RunInfo) -> None:
+        """Start each logger with what it saved when the run last started; keep what each returns."""
+        saved = read_saved(self.run, self.message) if info.resumed else {}
+        kept = dict(saved)
+        for name, logger in loggers.items():
+            try:
+                state = logger.start(dataclasses.replace(info, saved=dict(saved.get(name) or {})))
+            except (CganError, KeyboardInterrupt):
+                self.close("failed")
+                raise
+            except Exception as error:
+                self.close("failed")
+                raise CganError(f'logger "{name}" could not start: {one_line(error)}') from error
+            self.loggers[name] = logger
+            if state:
+                kept[name] = state
+        if kept != saved:
+            try:
+                with writing("the loggers' state", self.run.loggers, self.run):
+                    replace(self.run.loggers, lambda tmp: tmp.write_text(json.dumps(kept, indent=1) + "\n",
+                                                                          encoding="utf-8"))
+            except CganError:
+                self.close("failed")
+                raise
+
+    def _each(self, call: str, *args: Any) -> None:
+        """Call every logger; one that fails (other than with a CganError, which stops the run) is
+        named in a warning and left out from then on."""
+        for name, logger in list(self.loggers.items()):
+            try:
+                getattr(logger, call)(*(dict(arg) if isinstance(arg, dict) else arg for arg in args))  # a copy each
+            except CganError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a tracker's failure must not cost the run
+                del self.loggers[name]
+                self.message(f'warning: logger "{name}" failed in {call} ({one_line(error)}) and is off for the '
+                             f"rest of this run; {self.run.metrics.name} keeps every scalar")
+                with contextlib.suppress(Exception):
+                    logger.close("failed")
 
     def images_per_s(self, step: int) -> float:
         now = time.perf_counter()
@@ -77,12 +106,7 @@ class RunLog:
 
     def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
         """Record scalars; show the headline ones on the terminal."""
-        with writing("TensorBoard's log in", self.run.tensorboard, self.run):
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-        with writing("the metrics file", self.run.metrics, self.run):
-            self.metrics.write(json.dumps({"step": step, "epoch": epoch, **values}) + "\n")
-            self.metrics.flush()
+        self._each("scalars", step, values, epoch)
         evaluation = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("eval/")}
         if evaluation:  # a line of its own that stays on screen
             shown = " ".join(f"{k} {v:.4g}" for k, v in evaluation.items())
@@ -102,9 +126,23 @@ class RunLog:
         if self.progress is not None:
             self.progress.update(self.task, completed=step)
 
+    def evaluation_progress(self, step: int) -> Callable[[int, int], None]:
+        """What an evaluation at ``step`` reports its progress to, (done, total) images: the bar's
+        status on a terminal, a line as it starts elsewhere (a held-out split can take minutes)."""
+        def show(done: int, total: int) -> None:
+            if self.progress is not None:  # the status is cleared when it is done: no stale line
+                self.progress.update(self.task, status="" if done >= total else
+                                     f"evaluating: {done}/{total} held-out images")
+            elif done == 0:
+                print(f"step {step}/{self.total}: evaluating {total} held-out images", file=sys.stderr, flush=True)
+        return show
+
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
-        with writing("TensorBoard's log in", self.run.tensorboard, self.run):
-            self.writer.add_image(tag, grid, step)
+        self._each("image", tag, grid, step)
+
+    def flush(self, step: int, running: bool) -> None:
+        """The run folder is up to date at ``step`` (samples, evaluation, checkpoint written)."""
+        self._each("flush", step, running)
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -112,28 +150,44 @@ class RunLog:
         else:
             print(text, file=sys.stderr, flush=True)
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "finished") -> None:
+        """Stop the progress display and close every logger (once, however the run ended). After a
+        failure nothing a logger raises hides the run's own error: it is a warning."""
+        if self.closed:
+            return
+        self.closed = True
         if self.progress is not None:
             self.progress.stop()
-        try:
-            with writing("TensorBoard's log in", self.run.tensorboard, self.run):
-                self.writer.close()
-            with writing("the metrics file", self.run.metrics, self.run):
-                self.metrics.close()
-        finally:
-            threading.excepthook = self.previous_hook
+            self.progress = None
+        first: CganError | None = None
+        for name, logger in self.loggers.items():
+            try:
+                logger.close(outcome)
+            except CganError as error:
+                if outcome == "failed":
+                    self.message(f"warning: {error}")
+                first = first or error
+            except Exception as error:  # noqa: BLE001
+                self.message(f'warning: logger "{name}" failed to close: {one_line(error)}')
+        self.loggers = {}
+        if first is not None and outcome != "failed":
+            raise first
 
 
-def _reopen_metrics(path: Path, start_step: int) -> tuple[Any, int]:
-    """Open the metrics file for appending, first dropping rows past ``start_step``: a run killed
-    after its last checkpoint logged steps that the resumed run will log again. Lines that are not
-    a JSON object with an integer step (cut short by a kill, not UTF-8, damaged) are dropped too;
-    returns the open file and how many such lines there were."""
-    rows, dropped = read_metrics(path)
-    if path.exists():
-        kept = [line for line, row in rows if row["step"] <= start_step]
-        replace(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
-    return open(path, "a", encoding="utf-8"), dropped
+def read_saved(run: RunFolder, message: Any) -> dict[str, Any]:
+    """``loggers.json``: what each logger returned from ``start`` when the run last started. A file
+    that cannot be read as a JSON object costs a warning: the trackers then start new runs."""
+    try:
+        saved = json.loads(run.loggers.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        saved = error
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        message(f"warning: {run.loggers}: not a JSON object of the loggers' states ({str(saved)[:80]}); trackers "
+                "that resume their run from it start a new one")
+        return {}
+    return saved
 
 
 def read_metrics(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], int]:
@@ -177,11 +231,17 @@ class SilentLog:
     def advance(self, step: int) -> None:
         pass
 
+    def evaluation_progress(self, step: int) -> Callable[[int, int], None]:
+        return lambda done, total: None
+
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        pass
+
+    def flush(self, step: int, running: bool) -> None:
         pass
 
     def message(self, text: str) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "finished") -> None:
         pass

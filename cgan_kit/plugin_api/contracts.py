@@ -10,15 +10,17 @@ and activations are ordinary ``torch.nn.Module`` objects and need no base class:
 - an activation factory returns a fresh module each time it is called.
 
 A ``Method`` is the training algorithm itself: which networks exist (by role), how they are
-optimized, one training iteration, what its samples show and how it translates.
+optimized, one training iteration, what its samples show and how it translates. A ``Logger``
+receives what a run records (scalars, sample grids, the resolved recipe) for one destination.
 
 This module imports no torch, so that the CLI starts fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
@@ -214,3 +216,64 @@ class Method:
         evaluation form (generators in eval mode, the moving average where there is one; critics
         normalize with batch statistics); ``losses`` are the recipe's weighted losses."""
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Loggers: where a run's records go
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a logger is told when a run starts or resumes.
+
+    ``saved`` is what this logger's ``start`` returned the last time the run started (the run
+    folder keeps it in ``loggers.json``), so that a resumed run continues the same tracker run;
+    ``{}`` for a new run. ``message`` shows one line to the user (above the progress bar).
+    """
+
+    folder: Path  # the run folder
+    name: str  # the run's name (the folder's)
+    recipe: dict[str, Any]  # the resolved recipe, as recipe.toml holds it
+    recipe_toml: str
+    start_step: int  # 0 for a new run; the checkpoint's step when resuming
+    total_steps: int  # train.steps
+    resumed: bool
+    saved: dict[str, Any] = field(default_factory=dict)
+    message: Callable[[str], None] = print
+
+
+Outcome = Literal["finished", "interrupted", "failed"]
+
+
+class Logger:
+    """A destination for what a run records, registered with ``register_loggers`` and chosen by
+    ``train.loggers``; the factory's parameters are the keys of ``[loggers.NAME]``.
+
+    Only the training process of rank 0 logs. The engine calls ``start`` once before the first
+    step, then ``scalars`` and ``image`` as the run goes, ``flush`` where the run folder is up to
+    date (after a step that drew samples or evaluated, its checkpoint included, and at the end),
+    and ``close`` once at the end, however the run ends. ``scalars`` of a step already logged may come again after a resume (steps after
+    the last checkpoint of a killed run are trained again).
+
+    Errors: raise ``CganError`` for what must stop the run (a full disk under the run folder: the
+    user frees space and resumes). Anything else raised by ``start`` stops the run before training
+    too; raised later, it costs a warning and this logger is left out for the rest of the run.
+    """
+
+    def start(self, run: RunInfo) -> dict[str, Any] | None:
+        """Open the destination. Return JSON-serialisable state to get back as ``run.saved`` when
+        the run resumes (a tracker's run id), or None."""
+        return None
+
+    def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
+        """Record the scalars of a step ("loss/critic", "eval/ssim", "lr/generator", ...)."""
+
+    def image(self, tag: str, image: Tensor, step: int) -> None:
+        """Record an image: a (3, H, W) float tensor in [0, 1] on the CPU ("samples/grid")."""
+
+    def flush(self, step: int, running: bool) -> None:
+        """The run folder is up to date at ``step``; ``running`` is False at the last call."""
+
+    def close(self, outcome: Outcome) -> None:
+        """The run ended: "finished" (reached its last step, or ``--until``), "interrupted" (Ctrl-C
+        or SIGTERM, saved to resume) or "failed"."""

@@ -60,6 +60,12 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_loggers(register: Register) -> None:
+    """Register loggers: factories returning a ``cgan_kit.Logger``; their parameters are the keys of
+    the recipe's ``[loggers.NAME]`` table, and ``train.loggers`` chooses which loggers a run uses."""
+
+
+@hookspec
 def register_recipes(register: Callable[[str, Any], None]) -> None:
     """Register ready recipes shipped in the plugin's package: ``register(name, path)`` with the
     path of a TOML file; ``cgan run NAME`` finds it when no file NAME exists."""

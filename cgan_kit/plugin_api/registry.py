@@ -36,6 +36,7 @@ KINDS: dict[str, Kind] = {
         Kind("activation", "activations"),
         Kind("stabilizer", "stabilizers"),
         Kind("dataset", "datasets", context=("split", "augment"), requires=("in_channels", "out_channels")),
+        Kind("logger", "loggers"),
     )
 }
 

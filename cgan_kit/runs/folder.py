@@ -27,6 +27,7 @@ COLUMNS_KEY = "cgan-kit columns"  # a sample grid PNG's text chunk: its column t
 REPORT_DIR = "report"
 TENSORBOARD_DIR = "tensorboard"
 METRICS_FILE = "metrics.jsonl"
+LOGGERS_FILE = "loggers.json"  # what each logger keeps to resume its destination (a tracker's run id)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def loggers(self) -> Path:
+        return self.path / LOGGERS_FILE
 
     @property
     def best(self) -> Path:

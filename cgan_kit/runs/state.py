@@ -103,6 +103,11 @@ def saved_recipe(path: Path, meta: dict[str, Any], overrides: dict[str, dict[str
     except (ValueError, RecursionError) as error:  # TOMLDecodeError is a ValueError, as are over-long integers
         raise CganError(f"{path}: the recipe in its metadata is not valid TOML ({error}); the file is damaged") \
             from None
+    # Where a run logged to is no part of using its model: a logger plugin missing here must not stop that.
+    if isinstance(raw, dict):
+        raw.pop("loggers", None)
+        if isinstance(raw.get("train"), dict):
+            raw["train"].pop("loggers", None)
     for table, values in (overrides or {}).items():
         section = raw.get(table)
         for key, value in values.items():

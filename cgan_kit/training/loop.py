@@ -9,6 +9,7 @@ architecture and no training algorithm.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,16 +18,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from cgan_kit import __version__
-from cgan_kit.config.build import Models, build_dataset, build_models, check_memory
+from cgan_kit.config.build import Models, build_dataset, build_loggers, build_models, check_memory
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.device import pick_device, precision_warning, resolve_precision
 from cgan_kit.errors import CganError
-from cgan_kit.outputs import report
 from cgan_kit.outputs.evaluation import evaluate, improves, measure_key
 from cgan_kit.outputs.log import RunLog, SilentLog
 from cgan_kit.outputs.samples import fixed_samples, write_samples
@@ -53,7 +53,8 @@ def train(recipe_path: str | None, overrides: list[str], resume: str | None, unt
         run, recipe, resume_from, lock = open_run(recipe_path, overrides, resume, context)
         session = setup(registry, context, device, run, recipe, resume_from, until)
         if session is not None:
-            loop(session)
+            with closed_on_failure(session.log):  # a no-op where finish closed it
+                loop(session)
         return run.path
     except BaseException as error:
         kept = run is not None and bool(run.saved_steps())
@@ -169,6 +170,7 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     a checkpoint when resuming. None when there is nothing left to train. The order matters: it
     fixes which random numbers initialize what, so that runs and resumes are reproducible."""
     cfg = recipe.train
+    loggers = build_loggers(recipe, registry) if context.main else {}  # a logger's missing extra fails first
     device = prepare_process(cfg, device)
     threads = choose(cfg.threads, context.world if device.type == "cpu" else 1)
     apply(threads)
@@ -212,24 +214,37 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     evaluation = eval_loader(held_out, cfg.batch_size, cfg.eval_images, 0, device) if held_out else None
 
     main = context.main  # only rank 0 logs, evaluates, samples and saves
-    log = RunLog(run, cfg.steps, step, cfg.batch_size * context.world) if main else SilentLog()
-    processes = f", {context.world} processes" if context.active else ""
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
-    log.message(f"run folder {run.path} ({recipe.method.type}, {device}{processes}, {precision}, "
-                f"{len(train_set)} training examples; {threads.describe()})")
-    for note in (cache_note, precision_warning(amp_dtype, device)):
-        if note:
-            log.message(note)
-    train_step = models.method.train_step
-    if cfg.cuda_graphs:
-        train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
-        if device.type != "cuda":
-            log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
-    best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
-    return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
-                   base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
-                   saved_best(run, best_key) if main else None, nonfinite, log,
-                   thread_tuner(threads, device, context, log), context, device, step, stop_at, batches_seen)
+    log = RunLog(run, recipe, step, cfg.batch_size * context.world, loggers, resume_from is not None) if main \
+        else SilentLog()
+    with closed_on_failure(log):  # the loggers end their runs as failed if the rest of setup fails
+        processes = f", {context.world} processes" if context.active else ""
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+        log.message(f"run folder {run.path} ({recipe.method.type}, {device}{processes}, {precision}, "
+                    f"{len(train_set)} training examples; {threads.describe()})")
+        for note in (cache_note, precision_warning(amp_dtype, device)):
+            if note:
+                log.message(note)
+        train_step = models.method.train_step
+        if cfg.cuda_graphs:
+            train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
+            if device.type != "cuda":
+                log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
+        best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
+        return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
+                       base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
+                       saved_best(run, best_key) if main else None, nonfinite, log,
+                       thread_tuner(threads, device, context, log), context, device, step, stop_at, batches_seen)
+
+
+@contextlib.contextmanager
+def closed_on_failure(log: Any) -> Iterator[None]:
+    """Close the run's log, as failed, when what it encloses raises, then let the error go on: the
+    loggers end their runs (an MLflow run marked failed, W&B's service process stopped)."""
+    try:
+        yield
+    except BaseException:
+        log.close("failed")
+        raise
 
 
 def thread_tuner(threads: Choice, device: torch.device, context: distributed.Context, log: Any) -> ThreadTuner | None:
@@ -324,7 +339,7 @@ def loop(s: Session) -> None:
             if s.evaluation is not None:
                 evaluate_and_keep_best(s, epoch=0)
             write_samples(s.models, s.fixed, s.device, s.run, 0, log)
-            refresh_report(s, running=True)
+            log.flush(0, running=True)
         while s.step < s.stop_at and not distributed.anywhere(stop.requested, s.context):
             # The learning rate is a function of the step alone: nothing to save, nothing to drift.
             factor = lr_factor(s.recipe.optim.schedule, s.step, cfg.steps, s.recipe.optim.decay_start)
@@ -368,7 +383,7 @@ def loop(s: Session) -> None:
             if checkpointing:
                 s.save()
             if sampling or evaluating:
-                refresh_report(s, running=not last)
+                log.flush(step, running=not last)  # the report is rewritten here
             if s.tuner is not None and (sampling or evaluating or checkpointing):
                 s.tuner.restart()  # judge the thread count by steps that did nothing else
             elif s.tuner is not None:
@@ -378,7 +393,7 @@ def loop(s: Session) -> None:
 
 def evaluate_and_keep_best(s: Session, epoch: int) -> None:
     """Evaluate on the held-out split; keep the state as ``best.safetensors`` when it improves."""
-    results = evaluate(s.models, s.evaluation, s.device)
+    results = evaluate(s.models, s.evaluation, s.device, s.log.evaluation_progress(s.step))
     if not results:  # the method has no held-out measure to compute here
         return
     s.log.scalars(s.step, results, epoch)
@@ -388,34 +403,30 @@ def evaluate_and_keep_best(s: Session, epoch: int) -> None:
         s.save(best=s.best)
 
 
-def refresh_report(s: Session, running: bool) -> None:
-    """Rewrite the HTML report; a report that cannot be written costs a warning, never the run."""
-    try:
-        report.write(s.run.path, running)
-    except CganError as error:
-        s.log.message(f"warning: {error}")
-
-
 def finish(s: Session, elapsed: float) -> None:
-    """Close the log; after Ctrl-C save the finished step and say how to go on."""
-    s.log.close()
+    """After Ctrl-C save the finished step; close the log; say how to go on."""
     interrupted = s.step < s.stop_at
-    if interrupted:
-        s.nonfinite.check(s.step, s.recipe.train.on_nonfinite, s.run.latest)
     path = None
-    if interrupted and s.context.main:
-        # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
-        path = s.save()
-        refresh_report(s, running=False)
+    with closed_on_failure(s.log):
+        if interrupted:
+            s.nonfinite.check(s.step, s.recipe.train.on_nonfinite, s.run.latest)
+        if interrupted and s.context.main:
+            # Ctrl-C or SIGTERM: the step in progress was finished, so this checkpoint is exact.
+            path = s.save()
+            s.log.flush(s.step, running=False)
+    s.log.close("interrupted" if interrupted else "finished")
     distributed.wait_for_all(s.context)  # all processes leave together, once rank 0 has written
     if interrupted:
         saved = f"saved {path}" if s.context.main else f"rank 0 saved step {s.step}"
         raise Interrupted(f"interrupted at step {s.step}; {saved}; continue with `cgan run --resume {s.run.path}`")
     if s.context.main:
+        chosen = s.recipe.train.loggers
+        page = f"; report {s.run.report / 'index.html'}" if "report" in chosen else ""
+        board = f" | tensorboard --logdir {s.run.tensorboard}" if "tensorboard" in chosen else ""
         print(f"done: {s.run.path} at step {s.step}, {elapsed:.1f} s this session; latest checkpoint "
-              f"{s.run.latest()}; report {s.run.report / 'index.html'}")
+              f"{s.run.latest()}{page}")
         print(f"next: cgan translate {s.run.path} IMAGES... --out DIR | cgan eval {s.run.path} | "
-              f"cgan report {s.run.path} | tensorboard --logdir {s.run.tensorboard}")
+              f"cgan report {s.run.path}{board}")
 
 
 class Interrupted(CganError):
