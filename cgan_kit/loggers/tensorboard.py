@@ -26,11 +26,16 @@ class TensorBoardLogger(Logger):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run = RunFolder(run.folder)
-        # purge_step: events past the checkpoint a resumed run starts from are dropped (TensorBoard's own way).
-        with writing("TensorBoard's log in", self.run.tensorboard, self.run):
-            self.writer = SummaryWriter(str(self.run.tensorboard), purge_step=run.start_step + 1)
-        # Once the writer exists (a writer that failed leaves the hook as it was): its thread's OS errors wait.
+        # Before the writer: its thread writes (and may fail) from the moment it exists. A writer that
+        # cannot be made puts the hook back.
         self.previous_hook, threading.excepthook = threading.excepthook, _quiet_writer_thread(threading.excepthook)
+        try:
+            # purge_step: events past the checkpoint a resumed run starts from are dropped (TensorBoard's own way).
+            with writing("TensorBoard's log in", self.run.tensorboard, self.run):
+                self.writer = SummaryWriter(str(self.run.tensorboard), purge_step=run.start_step + 1)
+        except BaseException:
+            threading.excepthook = self.previous_hook
+            raise
 
     def scalars(self, step: int, values: dict[str, float], epoch: int) -> None:
         with writing("TensorBoard's log in", self.run.tensorboard, self.run):
