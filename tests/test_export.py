@@ -395,3 +395,14 @@ def test_a_generator_with_spectral_norm_exports_its_normalized_weights(tmp_path)
     assert not [key for key in load_file(str(folder / "model.safetensors")) if "parametrizations" in key]
     x = random_input((1, 3, 32, 32))
     assert torch.allclose(cgan_kit.load(folder).generator(x), cgan_kit.load(run_folder).generator(x), atol=1e-6)
+
+
+def test_an_export_says_when_its_config_keeps_a_path_of_this_machine(model, tmp_path):
+    assert "note:" not in cgan("export", str(model), "--format", "safetensors", "--out", str(tmp_path / "again"),
+                               check=True).stderr  # synthetic data: no root to reveal
+    local = tmp_path / "local"
+    shutil.copytree(model, local)
+    _config(lambda c: c["data"].update(root=str(tmp_path / "data" / "facades")))(local)
+    result = cgan("export", str(local), "--format", "safetensors", "--out", str(tmp_path / "shared"), check=True)
+    assert f"note: config.json keeps data.root '{tmp_path / 'data' / 'facades'}'" in result.stderr
+    assert "--data ROOT" in result.stderr

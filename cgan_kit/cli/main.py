@@ -642,6 +642,8 @@ def export(run_or_checkpoint: str, fmt: str, out: str, size: tuple[int, int] | N
         click.echo(f"wrote {report['out']}/ ({', '.join(report['files'])}; {', '.join(report['directions'])}, "
                    f"{weights}); checked with cgan_kit.load: max abs diff {report['max_abs_diff']:.2e}")
         click.echo(f"use it: cgan translate {report['out']} INPUT... --out OUT, or cgan_kit.load({report['out']!r})")
+        for note in report["notes"]:
+            click.echo(f"note: {note}", err=True)
         return
     click.echo(f"wrote {report['out']} ({fmt}, {report['direction']}, {weights}); checked with "
                f"{report['checked_with']} at {', '.join('x'.join(map(str, s)) for s in report['checked_shapes'])}: "

@@ -416,7 +416,11 @@ def _export_model(loaded: Any, out: Path, direction: str | None) -> dict[str, An
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files = sorted(path.name for path in out.iterdir())
-    return {"directions": list(spec.directions), "generators": {role: table.get("type") for role, table
+    root = spec.data.get("root")
+    local = isinstance(root, str) and Path(root).is_absolute()
+    notes = [f"config.json keeps data.root {root!r}, a path of this machine: where the folder is shared, "
+             "`cgan eval MODEL --data ROOT` names the data there"] if local else []
+    return {"directions": list(spec.directions), "notes": notes, "generators": {role: table.get("type") for role, table
                                                                  in spec.generators.items()},
             "size": list(spec.size), "files": files, "max_abs_diff": largest, "checked_with": "cgan_kit.load",
             "bytes": sum((out / name).stat().st_size for name in files)}
