@@ -215,6 +215,9 @@ DAMAGE = {
     "a newer format": (_config(lambda c: c.update(format_version=9)), ["format 9", "upgrade cgan-kit"]),
     "unknown generator type": (_config(lambda c: c["generators"]["generator"].update(type="vit")),
                                ["generators.generator.type", 'unknown generator "vit"', "needs the plugin"]),
+    "generators too large for the machine": (
+        _config(lambda c: c["generators"]["generator"].update(depth=10, ngf=4096, max_channels=16384)),
+        ["config.json", "the generators have", "too large for this machine"]),
     "generator out of bounds": (_config(lambda c: c["generators"]["generator"].update(depth=99)),
                                 ["generators.generator.depth", "<= 16"]),
     "wider than the weights": (_config(lambda c: c["generators"]["generator"].update(ngf=8)),

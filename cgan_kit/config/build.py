@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from cgan_kit.plugin_api.contracts import (AdversarialLoss, Logger, Method, Networks, ReconstructionLoss,
                                            Stabilizer)
@@ -157,26 +157,36 @@ TRAINING_BYTES_PER_PARAMETER = 16
 INFERENCE_BYTES_PER_PARAMETER = 4
 
 
-def check_memory(recipe: Recipe, registry: Registry, device: Any, training: bool) -> None:
-    """Refuse, with the estimate, a recipe whose networks alone could not fit in ``device``'s
-    memory (a U-Net of width 100,000; a recipe from a stranger's checkpoint), before building them.
-    The networks are built on torch's meta device, which allocates nothing, to count them."""
+def on_meta(make: Callable[[], Any]) -> Any | None:
+    """What ``make`` builds, built on torch's meta device (which allocates nothing) to count it; None
+    where a factory cannot run there (it is then built for real, and counted by the OS)."""
     import torch
 
+    try:
+        with torch.device("meta"):
+            return make()
+    except CganError:
+        raise
+    except Exception:  # noqa: BLE001 - any factory's own failure on the meta device
+        return None
+
+
+def elements(networks: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """Each network's parameter count, and all their buffers' elements together."""
+    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in networks.items()}
+    return counts, sum(b.numel() for net in networks.values() for b in net.buffers())
+
+
+def check_memory(recipe: Recipe, registry: Registry, device: Any, training: bool) -> None:
+    """Refuse, with the estimate, a recipe whose networks alone could not fit in ``device``'s
+    memory (a U-Net of width 100,000; a recipe from a stranger's checkpoint), before building them."""
     from cgan_kit.device import memory_bytes
 
     available = memory_bytes(device)
-    if available is None:
+    models = None if available is None else on_meta(lambda: build_models(recipe, registry))
+    if models is None:
         return
-    try:
-        with torch.device("meta"):
-            models = build_models(recipe, registry)
-    except CganError:
-        raise
-    except Exception:  # noqa: BLE001 - a factory that cannot run on the meta device: built for real later
-        return
-    counts = {role: sum(p.numel() for p in net.parameters()) for role, net in models.networks.items()}
-    buffers = sum(b.numel() for net in models.networks.values() for b in net.buffers())
+    counts, buffers = elements(dict(models.networks.items()))
     per = TRAINING_BYTES_PER_PARAMETER if training else INFERENCE_BYTES_PER_PARAMETER
     needed = sum(counts.values()) * per + buffers * INFERENCE_BYTES_PER_PARAMETER
     if needed > available:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cgan_kit import __version__
-from cgan_kit.config.build import INFERENCE_BYTES_PER_PARAMETER, build
+from cgan_kit.config.build import INFERENCE_BYTES_PER_PARAMETER, build, elements, on_meta
 from cgan_kit.config.recipe import Component, validate_component
 from cgan_kit.errors import CganError, RecipeError
 from cgan_kit.plugin_api import plugins
@@ -310,11 +310,12 @@ def build_generators(path: Path, spec: ModelSpec, device: torch.device) -> dict[
     """Every generator of ``spec``, built from its table (refused when it would not fit ``device``)."""
     registry = plugins.registry()
     channels = {d.generator: d for d in spec.directions.values()}
+    tables = {role: (component(path, table, f"generators.{role}", "generator"),
+                     {"in_channels": channels[role].in_channels, "out_channels": channels[role].out_channels})
+              for role, table in spec.generators.items()}
+    _check_memory(path, registry, tables, device)
     built = {}
-    for role, table in spec.generators.items():
-        spec_table = component(path, table, f"generators.{role}", "generator")
-        context = {"in_channels": channels[role].in_channels, "out_channels": channels[role].out_channels}
-        _check_memory(path, registry, spec_table, role, context, device)
+    for role, (spec_table, context) in tables.items():
         module = build(registry, spec_table, f"{path}: generators.{role}", **context)
         if not isinstance(module, nn.Module):
             raise CganError(f"{path}: generators.{role}: generator \"{spec_table.type}\" built a "
@@ -323,26 +324,24 @@ def build_generators(path: Path, spec: ModelSpec, device: torch.device) -> dict[
     return built
 
 
-def _check_memory(path: Path, registry: Any, table: Component, role: str, context: dict[str, int],
+def _check_memory(path: Path, registry: Any, tables: dict[str, tuple[Component, dict[str, int]]],
                   device: torch.device) -> None:
-    """Refuse a generator whose weights alone would not fit (counted on the meta device)."""
+    """Refuse generators whose weights alone, together, would not fit (counted on the meta device)."""
     from cgan_kit.device import memory_bytes
 
     available = memory_bytes(device)
-    if available is None:
+    built = None if available is None else on_meta(
+        lambda: {role: build(registry, table, f"generators.{role}", **context) for role, (table, context)
+                 in tables.items()})
+    if built is None:
         return
-    try:
-        with torch.device("meta"):
-            module = build(registry, table, f"generators.{role}", **context)
-        count = sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers())
-    except CganError:
-        raise
-    except Exception:  # noqa: BLE001 - a factory that cannot run on the meta device: built for real later
-        return
-    if count * INFERENCE_BYTES_PER_PARAMETER > available:
-        raise CganError(f"{path}: generators.{role} has {count:.3g} parameters, {count * 4 / 2**30:,.1f} GiB, more "
-                        f"than the {available / 2**30:,.1f} GiB of {device}; the model folder is damaged or too "
-                        "large for this machine")
+    counts, buffers = elements(built)
+    needed = (sum(counts.values()) + buffers) * INFERENCE_BYTES_PER_PARAMETER
+    if needed > available:
+        raise CganError(f"{path}: the generators have {sum(counts.values()):.3g} parameters ("
+                        + ", ".join(f"{role} {count:.3g}" for role, count in counts.items())
+                        + f"), {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of {device}; "
+                        "the model folder is damaged or too large for this machine")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
