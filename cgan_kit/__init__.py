@@ -2,7 +2,8 @@
 
 The public API for plugin authors is re-exported here:
 
-- ``hookimpl`` marks the hook implementations of a plugin module;
+- ``hookimpl`` marks the hook implementations of a plugin module; ``recipes_in(folder)`` is a
+  ready ``register_recipes`` implementation for a folder of TOML recipes;
 - ``ref`` and ``Range`` annotate factory parameters (a reference to another component, a bound);
 - ``Norm``, ``AdversarialLoss``, ``ReconstructionLoss`` and ``Stabilizer`` are the contracts that
   built components fulfil, ``Method`` (with ``Network``, ``Direction``, ``Column`` and
@@ -22,7 +23,7 @@ import logging as _logging
 from cgan_kit.errors import CganError
 from cgan_kit.plugin_api.contracts import (AdversarialLoss, Column, Direction, Logger, Method, Network, Networks,
                                            Norm, ReconstructionLoss, RunInfo, Stabilizer)
-from cgan_kit.plugin_api.hookspecs import hookimpl
+from cgan_kit.plugin_api.hookspecs import hookimpl, recipes_in
 from cgan_kit.plugin_api.params import Range, ref
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # the host application decides what is shown
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "load",
+    "recipes_in",
     "ref",
     "train",
 ]

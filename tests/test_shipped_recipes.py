@@ -89,3 +89,33 @@ def test_a_smoke_run_does_the_whole_recipe_small_in_its_own_folder(tmp_path):
     assert (run.path / "report" / "index.html").is_file() and run.sample(10).is_file()
     assert load(run.recipe).train.steps == 10  # the saved recipe is the smoke run's: a resume stays small
     one_error(cgan("run", "--resume", str(run.path), "--smoke", cwd=tmp_path), "--smoke", "--resume")
+
+
+def test_a_third_party_package_ships_recipes_one_by_one_or_as_a_folder(tmp_path):
+    from cgan_kit import hookimpl, recipes_in
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "mine.toml").write_text("# My tiny recipe. More words.\n" + TINY_RECIPE)
+    (tmp_path / "folder").mkdir()
+    for name in ("alpha", "beta"):
+        (tmp_path / "folder" / f"{name}.toml").write_text(f"# Recipe {name}.\n" + TINY_RECIPE)
+    (tmp_path / "folder" / "notes.txt").write_text("not a recipe")
+
+    class OneByOne:
+        @hookimpl
+        def register_recipes(self, register):
+            register("mine", tmp_path / "one" / "mine.toml")
+
+    class Folder:
+        register_recipes = staticmethod(recipes_in(tmp_path / "folder"))
+
+    with plugins.registered(OneByOne(), "one-by-one"), plugins.registered(Folder(), "a-folder") as loaded:
+        assert {name: loaded.recipes[name].purpose for name in ("mine", "alpha", "beta")} == \
+            {"mine": "My tiny recipe", "alpha": "Recipe alpha", "beta": "Recipe beta"}
+        assert loaded.recipes["mine"].provider.plugin == "one-by-one"
+        assert loaded.recipes["alpha"].provider.plugin == "a-folder" and "notes" not in loaded.recipes
+        listed = CliRunner().invoke(cli, ["list", "recipes"])
+        assert listed.exit_code == 0 and "mine" in listed.output and "beta" in listed.output
+        checked = CliRunner().invoke(cli, ["check", "alpha", "--json"])
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.stdout)["generator"]["type"] == "unet"

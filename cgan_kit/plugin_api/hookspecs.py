@@ -7,6 +7,7 @@ implementations with ``cgan_kit.hookimpl``; each ``register_*`` hook receives a 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import pluggy
@@ -69,6 +70,19 @@ def register_loggers(register: Register) -> None:
 def register_recipes(register: Callable[[str, Any], None]) -> None:
     """Register ready recipes shipped in the plugin's package: ``register(name, path)`` with the
     path of a TOML file; ``cgan run NAME`` finds it when no file NAME exists."""
+
+
+def recipes_in(folder: str | Path) -> Callable[[Callable[[str, Any], None]], None]:
+    """A ``register_recipes`` implementation shipping every ``*.toml`` file of ``folder`` under its
+    file name; in a plugin module: ``register_recipes = recipes_in(Path(__file__).parent / "recipes")``."""
+    folder = Path(folder)
+
+    @hookimpl
+    def register_recipes(register: Callable[[str, Any], None]) -> None:
+        for path in sorted(folder.glob("*.toml")):
+            register(path.stem, path)
+
+    return register_recipes
 
 
 @hookspec

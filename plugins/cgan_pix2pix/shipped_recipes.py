@@ -5,12 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cgan_kit import hookimpl
+from cgan_kit import recipes_in
 
-FOLDER = Path(__file__).resolve().parent / "recipes"
-
-
-@hookimpl
-def register_recipes(register):
-    for path in sorted(FOLDER.glob("*.toml")):
-        register(path.stem, path)
+register_recipes = recipes_in(Path(__file__).resolve().parent / "recipes")
