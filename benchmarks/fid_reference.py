@@ -50,7 +50,8 @@ def main() -> int:
     else:
         print(f"FID train photos vs test photos: {result['fid']:.3f} (reference {REFERENCE_FID} +- {TOLERANCE}: "
               f"{'ok' if result['within_tolerance'] else 'MISMATCH'})")
-        print(f"KID: {result['kid']:.5f} +- {result['kid_std']:.5f}; {result['train_images']} train and "
+        spread = "" if result["kid_std"] is None else f" +- {result['kid_std']:.5f}"
+        print(f"KID: {result['kid']:.5f}{spread}; {result['train_images']} train and "
               f"{result['test_images']} test photos, {result['seconds']} s on {device}")
     return 0 if result["within_tolerance"] else 1
 

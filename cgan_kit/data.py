@@ -9,6 +9,7 @@ start once instead of at every epoch.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch
@@ -98,8 +99,11 @@ class DeviceCache:
         items = [dataset.decoded(i) for i in range(len(dataset))]
         shapes = {(tuple(item["input"].shape), tuple(item["target"].shape)) for item in items}
         if len(shapes) > 1:
-            raise CganError(f'train.data_cache = "device": the training examples come in {len(shapes)} sizes '
-                            f'({", ".join(map(str, sorted(shapes)[:3]))}); use data_cache = "none"')
+            raise CganError(f'train.data_cache = "device": the training examples, decoded before their random crop '
+                            f"and flip, come in {len(shapes)} sizes (input and target shapes "
+                            f'{", ".join(map(str, sorted(shapes)[:3]))}), which one cached tensor cannot hold; use '
+                            'data_cache = "none", or preprocessing that resizes every image to one size first '
+                            '(data.preprocess = "resize_and_crop" for the built-in datasets)')
         self.inputs = torch.stack([item["input"] for item in items]).to(device)
         self.targets = torch.stack([item["target"] for item in items]).to(device)
 
@@ -116,6 +120,43 @@ class DeviceCache:
             index = index.to(self.inputs.device, non_blocking=True)
             batch = {"input": self.inputs.index_select(0, index), "target": self.targets.index_select(0, index)}
             yield self.dataset.augment_batch(batch, [seed for _, seed in keys])
+
+
+def collate(items: list[Any]) -> Any:
+    """torch's default_collate, except that examples of different sizes (a dataset whose
+    preprocessing keeps each image's own size) stop with one line naming two of them, instead of
+    torch's "stack expects each tensor to be equal size"."""
+    first = items[0]
+    if isinstance(first, Mapping):
+        for key, value in first.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            for item in items[1:]:
+                other = item.get(key) if isinstance(item, Mapping) else None
+                if isinstance(other, torch.Tensor) and other.shape != value.shape:
+                    raise _in_worker(CganError(
+                        f'data: a batch stacks examples of one size, but the "{key}" images of {_named(first)} '
+                        f"and {_named(item)} are {_size(value)} and {_size(other)}; use train.batch_size = 1, or "
+                        'preprocessing that crops every image to one size (data.preprocess = "resize_and_crop", '
+                        '"crop" or "scale_width_and_crop" for the built-in datasets)'))
+    return torch.utils.data.default_collate(items)
+
+
+def _named(item: Mapping) -> str:
+    name = item.get("name")
+    return f'example "{name}"' if isinstance(name, str) else "another example"
+
+
+def _size(tensor: torch.Tensor) -> str:
+    """(C, H, W) as WxH pixels; other shapes as they are."""
+    if tensor.dim() == 3:
+        return f"{tensor.shape[-1]}x{tensor.shape[-2]} pixels"
+    return f"of shape {list(tensor.shape)}"
+
+
+def _in_worker(error: CganError) -> CganError:
+    """A worker process's user error as the WorkerError that keeps its one line in the main process."""
+    return WorkerError(str(error)) if torch.utils.data.get_worker_info() is not None else error
 
 
 def check_batch_fits(dataset: Dataset, batch_size: int, world: int = 1) -> None:
@@ -140,6 +181,7 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, start_batch: int,
         SeededItems(dataset),
         batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch, rank, world),
         num_workers=workers,
+        collate_fn=collate,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),  # never draw from the global RNG
@@ -147,7 +189,17 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, start_batch: int,
 
 
 def eval_loader(dataset: Dataset, batch_size: int, limit: int, workers: int, device: torch.device) -> DataLoader:
-    """A loader over the first ``limit`` held-out examples, in order."""
+    """A loader over the first ``limit`` held-out examples, in order: one at a time where the
+    dataset says its examples may differ in size (``sizes_vary``)."""
     subset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    if sizes_vary(dataset):
+        batch_size = 1
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+
+
+def sizes_vary(dataset: Any) -> bool:
+    """Whether a dataset (through any Subset around it) says its examples may differ in size."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return bool(getattr(dataset, "sizes_vary", False))

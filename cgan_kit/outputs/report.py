@@ -143,6 +143,15 @@ def best_key(rows: list[dict[str, Any]], metric: str) -> str:
     return f"eval/{metric}" if not keys or f"eval/{metric}" in keys else keys[0]
 
 
+def judged_metric(metric: Any, rows: list[dict[str, Any]]) -> str:
+    """``train.best_metric`` as training decided it: "auto" is "fid" where the evaluations measured
+    FID (train.eval_fid), "ssim" elsewhere."""
+    if not isinstance(metric, str) or metric == "auto":
+        measured = any(key.startswith("eval/") and key.endswith("/fid") for row in rows for key in row)
+        return "fid" if measured else "ssim"
+    return metric
+
+
 def best_evaluation(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
     """The evaluation row with the best ``train.best_metric`` after step 0 (the untrained
     baseline), as training chooses ``best.safetensors``."""
@@ -428,8 +437,7 @@ def _page(run: Path, recipe: dict[str, Any], rows: list[dict[str, Any]], samples
     """The page. Every value from a file is escaped, and shown as text where it is not the type expected."""
     train = _table(recipe, "train")
     total = train.get("steps", "?")
-    metric = train.get("best_metric", "ssim")
-    metric = metric if isinstance(metric, str) else "ssim"
+    metric = judged_metric(train.get("best_metric", "auto"), rows)
     best = best_evaluation(rows, metric)
     step = max((row["step"] for row in rows), default=0)
     latest = checkpoint.latest(RunFolder(run).checkpoints)

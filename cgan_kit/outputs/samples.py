@@ -17,19 +17,32 @@ from cgan_kit.outputs.log import writing
 from cgan_kit.plugin_api.contracts import Column
 from cgan_kit.runs.folder import COLUMNS_KEY, RunFolder
 from cgan_kit.safe_output import replace
-from cgan_kit.data import eval_loader
+from cgan_kit.data import collate, eval_loader
 
 SAMPLE_COUNT = 4
+# The key of ``fixed_samples``'s answer when its examples differ in size: a list of one-example batches.
+SEPARATE = "separate examples"
 
 
 def fixed_samples(recipe: Recipe, registry: Any, device: torch.device) -> dict[str, Any]:
     """The held-out examples every sample grid of a run shows (training examples if there is no
-    held-out split): the same ones at every step, and again when ``cgan report`` redraws them."""
+    held-out split): the same ones at every step, and again when ``cgan report`` redraws them.
+
+    One batch where they share one size; where they differ (a dataset whose preprocessing keeps
+    each image's proportions), ``{SEPARATE: [batch, ...]}``, one batch per example, which
+    ``write_samples`` draws one at a time (as training saw them) and pads to a common tile size."""
     try:
         source = build_dataset(recipe, registry, recipe.train.eval_split, augment=False)
     except CganError:
         source = build_dataset(recipe, registry, "train", augment=False)
-    return next(iter(eval_loader(source, SAMPLE_COUNT, SAMPLE_COUNT, 0, device)))
+    batches = list(eval_loader(source, SAMPLE_COUNT, SAMPLE_COUNT, 0, device))
+    if len(batches) == 1:
+        return batches[0]
+    shapes = {tuple((key, tuple(value.shape[1:])) for key, value in batch.items() if isinstance(value, torch.Tensor))
+              for batch in batches}
+    if len(shapes) == 1:  # one at a time only because they might have differed: one batch after all
+        return collate([{key: value[0] for key, value in batch.items()} for batch in batches])
+    return {SEPARATE: batches}
 
 
 def write_samples(models: Models, fixed: dict[str, Any], device: torch.device, run: RunFolder, step: int,
@@ -75,12 +88,29 @@ def heat_map(realness: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def sample_grid(columns: list[Column]) -> torch.Tensor:
     """One row per example, one tile per column: images as they are, a critic's realness as a
     heat map the size of the first image column; a (3, H', W') image in [0, 1]."""
-    size = tuple(next(c.images for c in columns if c.kind == "image").shape[-2:])
-    tiles = [to_rgb(c.images) if c.kind == "image" else heat_map(c.images, size) for c in columns]
+    return rows_grid([columns])
+
+
+def rows_grid(groups: list[list[Column]]) -> torch.Tensor:
+    """The grid of several groups of columns (each a batch of examples, e.g. one example each where
+    their sizes differ), one row per example: tiles smaller than the largest are centred in white,
+    the colour of the lines between tiles, so every image shows at its own size."""
+    tiles = []  # per row, its (3, h, w) tiles
+    for columns in groups:
+        size = tuple(next(c.images for c in columns if c.kind == "image").shape[-2:])
+        drawn = [to_rgb(c.images) if c.kind == "image" else heat_map(c.images, size) for c in columns]
+        tiles += [[tile[i] for tile in drawn] for i in range(drawn[0].shape[0])]
+    height = max(tile.shape[-2] for row in tiles for tile in row)
+    width = max(tile.shape[-1] for row in tiles for tile in row)
     gap = GRID_GAP
-    tiles = [torch.nn.functional.pad(tile, (0, gap, 0, gap), value=1.0) for tile in tiles]  # white lines
-    rows = [torch.cat([tile[i:i + 1] for tile in tiles], dim=3) for i in range(tiles[0].shape[0])]
-    return torch.cat(rows, dim=2)[0, :, :-gap, :-gap]
+
+    def cell(tile: torch.Tensor) -> torch.Tensor:  # centred in white, with the white line right and below
+        left, top = (width - tile.shape[-1]) // 2, (height - tile.shape[-2]) // 2
+        pads = (left, width - tile.shape[-1] - left + gap, top, height - tile.shape[-2] - top + gap)
+        return torch.nn.functional.pad(tile, pads, value=1.0)
+
+    rows = [torch.cat([cell(tile) for tile in row], dim=2) for row in tiles]
+    return torch.cat(rows, dim=1)[:, :-gap, :-gap]
 
 
 @torch.no_grad()
@@ -99,14 +129,16 @@ def render_samples(models: Models, fixed: dict[str, Any], device: torch.device) 
             network.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            batch = {key: value.to(device) for key, value in fixed.items() if isinstance(value, torch.Tensor)}
-            columns = models.method.samples(networks, models.losses, batch)
+            groups = []
+            for examples in fixed.get(SEPARATE, [fixed]):
+                batch = {key: value.to(device) for key, value in examples.items() if isinstance(value, torch.Tensor)}
+                groups.append(models.method.samples(networks, models.losses, batch))
     finally:
         for role, network in networks.items():
             if networks.kinds[role] == "critic":
                 set_mode(network, "eval")
             network.train(modes[role])
-    return sample_grid(columns), [column.title for column in columns]
+    return rows_grid(groups), [column.title for column in groups[0]]
 
 
 def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:

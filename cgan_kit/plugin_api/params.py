@@ -12,6 +12,7 @@ add what a type alone cannot say:
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import math
@@ -180,6 +181,12 @@ def check_value(value: Any, annotation: Any) -> tuple[Any, str | None]:
     return converted, error
 
 
+def did_you_mean(word: str, choices: Any) -> str:
+    """``'; did you mean "x"?'`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
 def _check_type(value: Any, annotation: Any) -> tuple[Any, str | None]:
     origin = typing.get_origin(annotation)
     wrong = f"expected {type_name(annotation)}, found {_describe(value)}"
@@ -200,7 +207,7 @@ def _check_type(value: Any, annotation: Any) -> tuple[Any, str | None]:
         choices = typing.get_args(annotation)
         if value in choices and type(value) in {type(c) for c in choices}:
             return value, None
-        return value, wrong
+        return value, wrong + (did_you_mean(value, choices) if isinstance(value, str) else "")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return value, wrong

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cgan_kit.errors import CganError
-from cgan_kit.plugin_api.params import Param, params_of, parse_docstring
+from cgan_kit.plugin_api.params import Param, did_you_mean, params_of, parse_docstring
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,6 @@ def kind_named(word: str) -> Kind:
             return kind
     names = [k.plural for k in KINDS.values()]
     raise CganError(f'unknown kind "{word}"{did_you_mean(word, names)}; kinds are: {", ".join(names)}')
-
-
-def did_you_mean(word: str, choices: Any) -> str:
-    """``'; did you mean "x"?'`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 def _check_method(name: str, factory: Any, provider: Provider) -> None:

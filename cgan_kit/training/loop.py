@@ -27,7 +27,9 @@ from cgan_kit.config.build import Models, build_dataset, build_loggers, build_mo
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.device import pick_device, precision_warning, resolve_precision
 from cgan_kit.errors import CganError
-from cgan_kit.outputs.evaluation import evaluate, improves, measure_key
+from cgan_kit.outputs.evaluation import evaluate, improves, measure_key, measures_fid, resolve_best_metric
+from cgan_kit.outputs.metrics import Inception
+from cgan_kit.outputs.real_features import RealFeatures
 from cgan_kit.outputs.log import RunLog, SilentLog
 from cgan_kit.outputs.samples import fixed_samples, write_samples
 from cgan_kit.plugin_api import plugins
@@ -143,6 +145,7 @@ class Session:
     evaluation: Any  # a held-out loader, or None
     best_key: str  # the log key of train.best_metric
     best: dict[str, Any] | None
+    real_features: RealFeatures | None  # FID and KID at evaluations (train.eval_fid)
     nonfinite: NonFiniteLosses
     log: Any
     tuner: ThreadTuner | None  # adapts an "auto" thread count on the CPU
@@ -171,6 +174,8 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     fixes which random numbers initialize what, so that runs and resumes are reproducible."""
     cfg = recipe.train
     loggers = build_loggers(recipe, registry) if context.main else {}  # a logger's missing extra fails first
+    fid = measures_fid(cfg.eval_fid)  # so does a measure that cannot be had
+    best_metric = resolve_best_metric(cfg.best_metric, fid, cfg.eval_fid)
     device = prepare_process(cfg, device)
     threads = choose(cfg.threads, context.world if device.type == "cpu" else 1)
     apply(threads)
@@ -229,10 +234,19 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
             train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
             if device.type != "cuda":
                 log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
-        best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
+        best_key = measure_key(models.method, next(iter(type(models.method).directions)), best_metric)
+        real_features = None
+        if evaluation is not None and main:
+            if fid and len(evaluation.dataset) < 2:
+                log.message(f"warning: no FID or KID: train.eval_images = {len(evaluation.dataset)} held-out image; "
+                            "they need at least 2")
+            elif fid:
+                real_features = RealFeatures(Inception(device), log.message)
+            log.message(f"evaluation: {len(evaluation.dataset)} {cfg.eval_split} images"
+                        f"{', FID and KID' if real_features else ''}; best checkpoint by {best_metric}")
         return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
                        base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
-                       saved_best(run, best_key) if main else None, nonfinite, log,
+                       saved_best(run, best_key) if main else None, real_features, nonfinite, log,
                        thread_tuner(threads, device, context, log), context, device, step, stop_at, batches_seen)
 
 
@@ -393,7 +407,7 @@ def loop(s: Session) -> None:
 
 def evaluate_and_keep_best(s: Session, epoch: int) -> None:
     """Evaluate on the held-out split; keep the state as ``best.safetensors`` when it improves."""
-    results = evaluate(s.models, s.evaluation, s.device, s.log.evaluation_progress(s.step))
+    results = evaluate(s.models, s.evaluation, s.device, s.log.evaluation_progress(s.step), s.real_features)
     if not results:  # the method has no held-out measure to compute here
         return
     s.log.scalars(s.step, results, epoch)

@@ -21,29 +21,19 @@ from cgan_kit.errors import ArgumentError, CganError
 from cgan_kit.images import list_images, read_image, to_channels
 from cgan_pix2pix.datasets import Channels, Side, Split, _ab_folders, _root, _split_folder
 from cgan_pix2pix.synthetic import Shapes
-from cgan_pix2pix.transforms import resize
+from cgan_pix2pix.transforms import Geometry, Preprocess, load_size_fits, resize
 
 
-class DomainTransform:
-    """The reference's unpaired preprocessing of one (C, H, W) image in [0, 1]: training resizes to
-    a ``load_size`` square, takes a random ``crop_size`` crop and mirrors at random; evaluation
-    resizes straight to ``crop_size``. Each domain's image draws its own crop and flip."""
-
-    def __init__(self, load_size: int, crop_size: int, flip: bool, augment: bool):
-        if crop_size > load_size:
-            raise ArgumentError(f"data.crop_size: {crop_size} is larger than data.load_size = {load_size}; lower "
-                                "crop_size or raise load_size")
-        self.load_size, self.crop_size, self.flip, self.augment = load_size, crop_size, flip and augment, augment
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if not self.augment:
-            return resize(image, self.crop_size)
-        image = resize(image, self.load_size)
-        top, left = torch.randint(self.load_size - self.crop_size + 1, (2,)).tolist()
-        image = image[..., top:top + self.crop_size, left:left + self.crop_size]
-        if self.flip and bool(torch.rand(()) < 0.5):
-            image = image.flip(-1)
-        return image
+def domain_transform(load_size: int, crop_size: int, flip: bool, augment: bool,
+                     preprocess: Preprocess = "resize_and_crop") -> Geometry:
+    """The reference's unpaired preprocessing of one (C, H, W) image in [0, 1] (see ``Geometry``):
+    by default training resizes to a ``load_size`` square, takes a random ``crop_size`` crop and
+    mirrors at random, and evaluation resizes straight to ``crop_size``. Each domain's image draws
+    its own crop and flip."""
+    problem = load_size_fits(preprocess, load_size, crop_size)
+    if problem:
+        raise ArgumentError(problem)
+    return Geometry(load_size, crop_size, flip and augment, augment, preprocess)
 
 
 class _Domains(Dataset):
@@ -52,9 +42,10 @@ class _Domains(Dataset):
 
     paired = False  # whether evaluation's A image i and B image i are a true pair (set where known)
 
-    def __init__(self, count_a: int, count_b: int, transform: DomainTransform, in_channels: int, out_channels: int):
+    def __init__(self, count_a: int, count_b: int, transform: Geometry, in_channels: int, out_channels: int):
         self.count_a, self.count_b, self.transform = count_a, count_b, transform
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.sizes_vary = transform.sizes_vary  # evaluation and samples then take one example at a time
 
     def __len__(self) -> int:
         return max(self.count_a, self.count_b)
@@ -63,12 +54,20 @@ class _Domains(Dataset):
         """Image ``index`` of ``domain`` ("A" or "B") as (C, H, W) in [0, 1], and its name."""
         raise NotImplementedError
 
+    def describe(self, domain: str, index: int) -> str:
+        """Which file holds image ``index`` of ``domain``, for error messages."""
+        return f"image {index} of domain {domain}"
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         a, name = self.read("A", index % self.count_a)
         partner = int(torch.randint(self.count_b, ())) if self.transform.augment else index % self.count_b
         b, _ = self.read("B", partner)
-        return {"A": to_channels(self.transform(a), self.in_channels) * 2 - 1,
-                "B": to_channels(self.transform(b), self.out_channels) * 2 - 1, "name": name}
+        a = self.transform(a, self.describe("A", index % self.count_a))
+        b = self.transform(b, self.describe("B", partner))
+        if self.paired and b.shape[-2:] != a.shape[-2:]:  # a true pair, measured pixel for pixel: B on A's grid
+            b = resize(b, tuple(a.shape[-2:]))
+        return {"A": to_channels(a, self.in_channels) * 2 - 1, "B": to_channels(b, self.out_channels) * 2 - 1,
+                "name": name}
 
 
 class _Folders(_Domains):
@@ -79,6 +78,9 @@ class _Folders(_Domains):
     def read(self, domain: str, index: int) -> tuple[torch.Tensor, str]:
         file = self.files[domain][index]
         return read_image(file), file.stem
+
+    def describe(self, domain: str, index: int) -> str:
+        return f'image "{self.files[domain][index]}"'
 
 
 class _Halves(_Domains):
@@ -96,10 +98,15 @@ class _Halves(_Domains):
         left = (domain == "A") != self.swap
         return (image[..., :width // 2] if left else image[..., width // 2:]), self.files[index].stem
 
+    def describe(self, domain: str, index: int) -> str:
+        left = (domain == "A") != self.swap
+        return f'the {"left" if left else "right"} half (domain {domain}) of image "{self.files[index]}"'
+
 
 def unaligned(split: Split, augment: bool, root: str, layout: Literal["folders", "side_by_side"] = "folders",
               direction: Literal["AtoB", "BtoA"] = "AtoB", load_size: Side = 286, crop_size: Side = 256,
-              flip: bool = True, in_channels: Channels = 3, out_channels: Channels = 3) -> Dataset:
+              flip: bool = True, in_channels: Channels = 3, out_channels: Channels = 3,
+              preprocess: Preprocess = "resize_and_crop") -> Dataset:
     """Two unpaired image domains, A and B, of any sizes (CycleGAN's data).
 
     "folders" reads root/trainA/ and root/trainB/ (and testA/, testB/; or train/A/ and train/B/),
@@ -107,19 +114,26 @@ def unaligned(split: Split, augment: bool, root: str, layout: Literal["folders",
     root/test/, A left and B right) as two domains without copying: its pairs are broken, each
     training example taking a random partner. In training each A image meets a fresh random B
     image; in evaluation A image i meets B image i, so a test split that happens to be paired
-    stays paired.
+    stays paired (there, a B image of another size than its A is resized to A's size). Each
+    image is preprocessed on its own, with its own random crop and flip. Generators pad any size
+    up to a multiple of their stride and crop the output back (see aligned).
 
     Args:
         root: Folder with the splits' images (see layout).
         layout: "folders" (trainA/, trainB/, ...) or "side_by_side" (an aligned release).
         direction: "AtoB" keeps the domains as stored; "BtoA" swaps them (facades: labels as A).
-        load_size: Side of the square images are resized to before the random crop (training).
-        crop_size: Side of the square crop the models see; evaluation resizes straight to it.
-        flip: Mirror each training image left-right half of the time.
+        load_size: The size images are resized to before the random crop, in training: the side of
+            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
+        crop_size: Side of the square crop the models see (the width for "scale_width").
+        flip: Mirror each training image left-right half of the time (in every preprocess mode).
         in_channels: Channels of domain A: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of domain B: 1 (grey), 3 (RGB) or 4 (RGBA).
+        preprocess: "resize_and_crop" (stretch to a load_size square, random crop_size crop), "crop",
+            "scale_width", "scale_width_and_crop" or "none", each as `cgan describe dataset aligned`
+            details (train and evaluation). "scale_width" and "none" keep each image's size: train
+            with train.batch_size = 1.
     """
-    transform = DomainTransform(load_size, crop_size, flip, augment)
+    transform = domain_transform(load_size, crop_size, flip, augment, preprocess)
     options = {"transform": transform, "in_channels": in_channels, "out_channels": out_channels}
     if layout == "side_by_side":
         folder = _split_folder(root, split)
@@ -170,7 +184,7 @@ def synthetic_unpaired(split: Split, augment: bool, size: Annotated[int, Range(g
     """
     count = length if split == "train" else max(1, length // 4)
     shapes = Shapes(split, count, size, seed, in_channels, out_channels, False)
-    return _ShapeDomains(shapes, transform=DomainTransform(size, size, flip, augment), in_channels=in_channels,
+    return _ShapeDomains(shapes, transform=domain_transform(size, size, flip, augment), in_channels=in_channels,
                          out_channels=out_channels)
 
 

@@ -18,7 +18,7 @@ from cgan_kit.errors import ArgumentError, CganError
 from cgan_pix2pix.releases import release_for
 from cgan_kit.images import IMAGE_SUFFIXES, list_images, read_bit_depth, read_image, to_channels
 from cgan_pix2pix.synthetic import Shapes
-from cgan_pix2pix.transforms import PairTransform
+from cgan_pix2pix.transforms import PairTransform, Preprocess, load_size_fits
 
 Split = Literal["train", "val", "test"]
 Direction = Literal["AtoB", "BtoA"]
@@ -36,6 +36,9 @@ class _PairedImages(Dataset):
                  out_channels: int, bit_depth: int):
         self.names, self.transform, self.swap = names, transform, direction == "BtoA"
         self.in_channels, self.out_channels, self.bit_depth = in_channels, out_channels, bit_depth
+        # Examples may differ in size (data.preprocess keeps each image's proportions): evaluation
+        # and the sample grid take them one at a time (cgan_kit.data.eval_loader).
+        self.sizes_vary = transform.sizes_vary
 
     def __len__(self) -> int:
         return len(self.names)
@@ -44,11 +47,15 @@ class _PairedImages(Dataset):
         """Images A and B of example ``index``, (C, H, W) in [0, 1]."""
         raise NotImplementedError
 
+    def describe(self, index: int, side: str) -> str:
+        """Which file holds image ``side`` ("A" or "B") of example ``index``, for error messages."""
+        raise NotImplementedError
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         item = self.decoded(index)
         if self.transform.augment:  # the random crop and flip, from torch's global generator
-            item["input"], item["target"] = self.transform.crop_flip(item["input"], item["target"],
-                                                                     *self.transform.draw())
+            item["input"], item["target"] = self.transform.crop_flip(
+                item["input"], item["target"], *self.transform.draw(*item["input"].shape[-2:]))
         return {**item, "name": self.names[index]}
 
     # The device cache's protocol (cgan_kit.data.DeviceCache): the deterministic part of an item,
@@ -58,7 +65,8 @@ class _PairedImages(Dataset):
     def decoded(self, index: int) -> dict[str, torch.Tensor]:
         """Example ``index`` before its random crop and flip: resized, converted and scaled to [-1, 1]."""
         a, b = self.read(index)
-        source, target = self.transform.prepare(*((b, a) if self.swap else (a, b)))
+        source, target = self.transform.prepare(*((b, a) if self.swap else (a, b)),
+                                                name=self.describe(index, "B" if self.swap else "A"))
         return {"input": to_channels(source, self.in_channels) * 2 - 1,
                 "target": to_channels(target, self.out_channels) * 2 - 1}
 
@@ -67,8 +75,9 @@ class _PairedImages(Dataset):
         batch's own device."""
         if not self.transform.augment:
             return batch
+        height, width = batch["input"].shape[-2:]
         pairs = [self.transform.crop_flip(batch["input"][i], batch["target"][i],
-                                          *self.transform.draw(torch.Generator().manual_seed(seed)))
+                                          *self.transform.draw(height, width, torch.Generator().manual_seed(seed)))
                  for i, seed in enumerate(seeds)]
         return {"input": torch.stack([a for a, _ in pairs]), "target": torch.stack([b for _, b in pairs])}
 
@@ -86,6 +95,9 @@ class _SideBySide(_PairedImages):
                             "side; replace or remove it")
         return image[..., :width // 2], image[..., width // 2:]
 
+    def describe(self, index: int, side: str) -> str:
+        return f'the {"left" if side == "A" else "right"} half (image {side}) of image "{self.files[index]}"'
+
 
 class _FilePairs(_PairedImages):
     def __init__(self, pairs: list[tuple[Path, Path]], **kwargs):
@@ -96,29 +108,49 @@ class _FilePairs(_PairedImages):
         a, b = self.pairs[index]
         return read_image(a), read_image(b)
 
+    def describe(self, index: int, side: str) -> str:
+        return f'image "{self.pairs[index][0 if side == "A" else 1]}"'
+
 
 def aligned(split: Split, augment: bool, root: str, direction: Direction = "AtoB", load_size: Side = 286,
-            crop_size: Side = 256, flip: bool = True, in_channels: Channels = 3,
-            out_channels: Channels = 3) -> Dataset:
+            crop_size: Side = 256, flip: bool = True, in_channels: Channels = 3, out_channels: Channels = 3,
+            preprocess: Preprocess = "resize_and_crop") -> Dataset:
     """Pairs stored side by side in one image, A left and B right (the pix2pix release layout).
 
     Each image in root/<split>/ is one example; its left half (the narrower one for an odd width)
-    is A. Training resizes both halves to a load_size square (bicubic), crops the same random
-    crop_size square from both and mirrors both at random; evaluation resizes straight to
-    crop_size. 8- and 16-bit grey, RGB and RGBA images are read exactly, then converted to the
-    channel counts asked for.
+    is A. By default training resizes both halves to a load_size square (bicubic), crops the same
+    random crop_size square from both and mirrors both at random; evaluation resizes straight to
+    crop_size. preprocess offers the reference code's other choices, for images that should not
+    be stretched to a square. Both halves always get the same geometry: the input's (where the
+    halves differ in size, by a pixel for an odd width, the target is first resized to the
+    input's size, except in "resize_and_crop", which stretches both to one square). Images of any
+    size reach the generator: it pads them up to a multiple of its stride (a U-Net of depth d:
+    2**d, never below one stride) and crops the output back, so a depth-8 U-Net pads a 64 px crop
+    to 256 px; sizes that are multiples of the stride waste nothing. 8- and 16-bit grey, RGB and
+    RGBA images are read exactly, then converted to the channel counts asked for.
 
     Args:
         root: Folder with one subfolder of images per split: train/, test/ and, optionally, val/.
         direction: "AtoB" maps the left half to the right one; "BtoA" the right to the left
             (facades: labels to photos).
-        load_size: Side of the square both halves are resized to before the random crop (training).
-        crop_size: Side of the square crop the models see; evaluation resizes straight to it.
-        flip: Mirror each training pair left-right half of the time.
+        load_size: The size images are resized to before the random crop, in training: the side of
+            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
+        crop_size: Side of the square crop the models see (the width for "scale_width").
+        flip: Mirror each training pair left-right half of the time (in every preprocess mode).
         in_channels: Channels of the input: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of the target: 1 (grey), 3 (RGB) or 4 (RGBA).
+        preprocess: "resize_and_crop": training resizes to a load_size square (stretching) and takes
+            a random crop_size square; evaluation resizes straight to crop_size. "crop": no resize;
+            training takes a random crop_size square, evaluation the centre one (an image smaller than
+            crop_size is an error). "scale_width": training and evaluation resize the width to
+            crop_size, keeping the aspect ratio (the height at least crop_size), no crop.
+            "scale_width_and_crop": training scales the width to load_size likewise and takes a random
+            crop_size square; evaluation scales the width to crop_size and takes the centre square.
+            "none": the images as they are. With "scale_width" (mixed aspect ratios) and "none",
+            examples differ in size: train with train.batch_size = 1; evaluation takes them one at a
+            time.
     """
-    transform = _transform(load_size, crop_size, flip, augment)
+    transform = _transform(load_size, crop_size, flip, augment, preprocess)
     folder = _split_folder(root, split)
     files = list_images(folder)
     if not files:
@@ -131,24 +163,32 @@ def aligned(split: Split, augment: bool, root: str, direction: Direction = "AtoB
 
 def paired_folders(split: Split, augment: bool, root: str, direction: Direction = "AtoB", load_size: Side = 286,
                    crop_size: Side = 256, flip: bool = True, in_channels: Channels = 3,
-                   out_channels: Channels = 3) -> Dataset:
+                   out_channels: Channels = 3, preprocess: Preprocess = "resize_and_crop") -> Dataset:
     """Pairs stored as separate images in A and B folders, matched by file name without extension.
 
     Each split lives in root/<split>/A/ and root/<split>/B/, or in root/<split>A/ and
     root/<split>B/ (the CycleGAN release layout). A split-less root/A/ is refused: training and
     evaluation would see the same images. 12.png in A pairs with 12.jpg in B; an image without a
-    partner is an error. Preprocessing is that of aligned; A and B may differ in size.
+    partner is an error. Preprocessing is that of aligned. A and B may differ in size: the input
+    image sets the geometry, and a target of another size is first resized (bicubic) to the
+    input's size, so the crop and flip cut the same part of both ("resize_and_crop" stretches
+    both to one square whatever their sizes).
 
     Args:
         root: Folder holding, per split, A and B folders: train/A/ and train/B/ (or trainA/ and trainB/).
         direction: "AtoB" maps A images to B images; "BtoA" B to A.
-        load_size: Side of the square both images are resized to before the random crop (training).
-        crop_size: Side of the square crop the models see; evaluation resizes straight to it.
-        flip: Mirror each training pair left-right half of the time.
+        load_size: The size images are resized to before the random crop, in training: the side of
+            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
+        crop_size: Side of the square crop the models see (the width for "scale_width").
+        flip: Mirror each training pair left-right half of the time (in every preprocess mode).
         in_channels: Channels of the input: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of the target: 1 (grey), 3 (RGB) or 4 (RGBA).
+        preprocess: "resize_and_crop" (stretch to a load_size square, random crop_size crop), "crop",
+            "scale_width", "scale_width_and_crop" or "none", each as `cgan describe dataset aligned`
+            details (train and evaluation). "scale_width" and "none" keep each image's size: train
+            with train.batch_size = 1.
     """
-    transform = _transform(load_size, crop_size, flip, augment)
+    transform = _transform(load_size, crop_size, flip, augment, preprocess)
     folder_a, folder_b = _ab_folders(root, split)
     pairs = _match(folder_a, folder_b)
     target = pairs[0][0 if direction == "BtoA" else 1]
@@ -184,11 +224,12 @@ def register_datasets(register):
     register("synthetic", synthetic)
 
 
-def _transform(load_size: int, crop_size: int, flip: bool, augment: bool) -> PairTransform:
-    if crop_size > load_size:
-        raise ArgumentError(f"data.crop_size: {crop_size} is larger than data.load_size = {load_size}, so images "
-                        "resized to load_size are smaller than the crop; lower crop_size or raise load_size")
-    return PairTransform(load_size, crop_size, flip and augment, augment)
+def _transform(load_size: int, crop_size: int, flip: bool, augment: bool,
+               preprocess: Preprocess = "resize_and_crop") -> PairTransform:
+    problem = load_size_fits(preprocess, load_size, crop_size)
+    if problem:
+        raise ArgumentError(problem)
+    return PairTransform(load_size, crop_size, flip and augment, augment, preprocess)
 
 
 def _root(root: str) -> Path:
