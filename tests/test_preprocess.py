@@ -466,3 +466,19 @@ def test_a_misspelt_mode_is_one_line_listing_the_choices(tmp_path):
     assert code == 2, output
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "data.preprocess" in errors[0] and 'did you mean "scale_width"?' in errors[0], output
+
+
+def test_check_warns_where_the_generator_pads_a_small_crop_and_not_where_it_fits(tmp_path):
+    path = recipe(tmp_path, "pix2pix", "resize_and_crop")
+    sets = ["--set", "generator.depth=8", "--set", "data.load_size=64"]
+    code, output = invoke("check", str(path), *sets, "--set", "data.crop_size=64", "--json")
+    assert code == 0, output
+    warnings = json.loads(output[output.index("{"):])["warnings"]
+    assert len(warnings) == 1
+    assert "the 64 px crop is padded to 256 px" in warnings[0] and "multiple of 256" in warnings[0]
+    code, output = invoke("check", str(path), *sets, "--set", "generator.depth=5", "--set", "data.crop_size=64",
+                          "--json")
+    assert code == 0 and json.loads(output[output.index("{"):])["warnings"] == [], output
+    # Where sizes vary there is no one crop to judge.
+    code, output = invoke("check", str(recipe(tmp_path, "pix2pix", "none")), *sets, "--json")
+    assert code == 0 and json.loads(output[output.index("{"):])["warnings"] == [], output
