@@ -1,0 +1,179 @@
+"""#17's quality protocol: which recipe makes the best facades photos at equal compute, on a CPU.
+
+    .venv/bin/python benchmarks/quality.py [--variants paper,stable,...] [--seeds 0,1,2] [--steps 2000]
+        [--eval-every 250] [--runs DIR] [--data ../shared/datasets/facades] [--out benchmarks/results/quality]
+
+Every variant trains labels -> photo on the facades set at 128 px (load 143, crop 128, flip; a depth-7
+U-Net, the reference's unet_128, 70x70 PatchGAN), batch 1, for the same number of steps, through the
+real CLI (`cgan run RECIPE --set ...`), with FID and KID measured on all 106 test images every
+``--eval-every`` steps (train.eval_fid = "on": the FID extra must be installed). A variant is a shipped
+recipe, optionally with one stabilizer added, so each stabilizer is screened alone on top of the paper
+recipe. The score of a run is its last evaluation (what `cgan eval RUN` reports: the EMA weights where
+the recipe keeps them); its time per step is the median over its log intervals (evaluations excluded).
+
+Runs are kept in ``--runs`` and reused: a finished run is read, not trained again, and an interrupted
+one resumes. The results go to OUT.json (every run, every curve), OUT.md (the table: mean +- sd over
+seeds of the final FID, KID, L1, PSNR, SSIM and time per step against the paper recipe's) and OUT.svg
+(FID against steps, one line per run). Record them in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+# name -> (shipped recipe, TOML appended to it, --set overrides beyond the protocol's)
+STABILIZER = '\n[[stabilizers]]\ntype = "{type}"\n{settings}'
+VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "paper": ("pix2pix_facades.toml", "", {}),
+    "stable": ("pix2pix_facades_stable.toml", "", {"train.batch_size": 1}),
+    "lsgan": ("pix2pix_facades_lsgan.toml", "", {}),
+    "mish": ("pix2pix_facades_mish.toml", "", {}),
+    "paper+label_smoothing": ("pix2pix_facades.toml", STABILIZER.format(type="label_smoothing", settings="real = 0.9\n"),
+                              {}),
+    "paper+instance_noise": ("pix2pix_facades.toml", STABILIZER.format(type="instance_noise", settings="sigma = 0.1\n"),
+                             {}),
+    "paper+history_buffer": ("pix2pix_facades.toml", STABILIZER.format(type="history_buffer", settings="size = 50\n"),
+                             {}),
+    "paper+ema": ("pix2pix_facades.toml", STABILIZER.format(type="ema", settings="decay = 0.999\n"), {}),
+    "paper+spectral_norm": ("pix2pix_facades.toml",
+                            STABILIZER.format(type="spectral_norm", settings='target = "critic"\n'), {}),
+}
+MEASURES = ("fid", "kid", "l1", "psnr", "ssim")
+
+
+def protocol(args: argparse.Namespace, seed: int) -> dict:
+    """The --set overrides every run shares."""
+    return {"data.root": args.data, "data.load_size": 143, "data.crop_size": 128, "generator.depth": 7,
+            "train.steps": args.steps, "train.eval_every": args.eval_every, "train.eval_images": 106,
+            "train.eval_split": "test", "train.eval_fid": "on", "train.best_metric": "fid",
+            "train.sample_every": args.steps, "train.checkpoint_every": args.eval_every, "train.log_every": 50,
+            "train.device": "cpu", "train.seed": seed}
+
+
+def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    """Train (or resume, or reuse) one run; its folder."""
+    recipe_name, extra, sets = VARIANTS[variant]
+    name = f"{variant.replace('+', '_')}_seed{seed}"
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    recipe = runs / f"{name}.toml"
+    recipe.write_text((RECIPES / recipe_name).read_text() + extra)
+    folder = runs / name
+    if finished(folder, args.steps):
+        return folder
+    overrides = {**protocol(args, seed), **sets, "train.out_dir": str(runs), "train.name": name}
+    command = [sys.executable, "-m", "cgan_kit", "run"]
+    command += ["--resume", str(folder)] if (folder / "checkpoints").is_dir() else [str(recipe)]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[3:5])}", file=sys.stderr, flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    return folder
+
+
+def rows_of(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def finished(folder: Path, steps: int) -> bool:
+    return any(row.get("step") == steps and "eval/fid" in row for row in rows_of(folder))
+
+
+def summary(folder: Path, variant: str, seed: int) -> dict:
+    rows = rows_of(folder)
+    evaluations = [row for row in rows if "eval/fid" in row]
+    last, best = evaluations[-1], min(evaluations[1:] or evaluations, key=lambda row: row["eval/fid"])
+    timed, previous, per_step = [r for r in rows if "speed/images_per_s" in r], 0, []
+    evaluated = {row["step"] for row in evaluations}
+    for row in timed:  # batch 1: each logged rate covers the steps since the previous log line
+        if previous not in evaluated:  # an evaluation (and checkpoint) at a step counts in the next interval
+            per_step.append(1 / row["speed/images_per_s"])
+        previous = row["step"]
+    return {"variant": variant, "seed": seed, "run": str(folder), "step": last["step"],
+            **{m: last[f"eval/{m}"] for m in MEASURES},
+            "best_fid": best["eval/fid"], "best_fid_step": best["step"],
+            "s_per_step": statistics.median(per_step) if per_step else None,
+            "fid_curve": [[row["step"], row["eval/fid"]] for row in evaluations]}
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} +- {statistics.stdev(values):.2g}"
+
+
+def table(results: list[dict]) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in results))
+    paper = [r["s_per_step"] for r in results if r["variant"] == "paper" and r["s_per_step"]]
+    lines = ["| variant | seeds | FID | KID | L1 | PSNR | SSIM | best FID (step) | s/step | x paper's time |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for variant in variants:
+        runs = [r for r in results if r["variant"] == variant]
+        cells = [spread([r[m] for r in runs]) for m in MEASURES]
+        best = ", ".join(f"{r['best_fid']:.1f} ({r['best_fid_step']})" for r in runs)
+        times = [r["s_per_step"] for r in runs if r["s_per_step"]]
+        ratio = f"{statistics.mean(times) / statistics.mean(paper):.2f}" if times and paper else "?"
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {variant} | {seeds} | {' | '.join(cells)} | {best} | "
+                     f"{statistics.mean(times) if times else float('nan'):.3f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="paper,stable", help=f"Comma-separated, of: {', '.join(VARIANTS)}.")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--runs", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "cgan-quality"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "facades"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality"))
+    parser.add_argument("--report-only", action="store_true", help="Summarize the finished runs; train nothing.")
+    args = parser.parse_args()
+    args.data = str(Path(args.data).resolve())
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for variant in args.variants.split(","):
+            folder = Path(args.runs) / f"{variant.replace('+', '_')}_seed{seed}"
+            if not args.report_only:
+                folder = train(args, variant, seed)
+            if finished(folder, args.steps):
+                results.append(summary(folder, variant, seed))
+                write(args, results)  # every finished run is recorded as it finishes
+    print(table(results))
+
+
+def write(args: argparse.Namespace, results: list[dict]) -> None:
+    from cgan_kit.outputs.report import STYLE, plot
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"protocol": {k: v for k, v in protocol(args, 0).items() if k not in ("data.root", "train.seed")},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {__import__('torch').__version__}",
+            "date": time.strftime("%Y-%m-%d")}
+    out.with_suffix(".json").write_text(json.dumps({**meta, "runs": results}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(table(results))
+    series = {f"{r['variant']} s{r['seed']}": [(s, f) for s, f in r["fid_curve"]] for r in results}
+    chart = plot("FID on the 106 facades test photos against steps (128 px)", series, width=760, height=360)
+    style = "".join(line + "\n" for line in STYLE.splitlines() if line.startswith("svg"))  # the report's chart rules
+    opening = chart.index(">") + 1
+    out.with_suffix(".svg").write_text(chart[:opening] + f"<style>{style}</style>" + chart[opening:] + "\n")
+
+
+if __name__ == "__main__":
+    main()
