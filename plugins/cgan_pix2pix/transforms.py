@@ -23,7 +23,7 @@ from cgan_kit.errors import CganError
 
 Preprocess = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
 PREPROCESS = get_args(Preprocess)
-USES_LOAD_SIZE = ("resize_and_crop", "scale_width_and_crop")  # the others ignore data.load_size
+USES_LOAD_SIZE = ("resize_and_crop", "scale_width", "scale_width_and_crop")  # the others ignore load_size
 SIZES_VARY = ("scale_width", "none")  # no crop to one size: examples keep their own proportions
 _CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")
 
@@ -60,8 +60,9 @@ class Geometry:
       evaluation resizes straight to ``crop_size``.
     - "crop": no resize, random ``crop_size`` crop; evaluation takes the centre one. An image
       smaller than ``crop_size`` on a side is an error.
-    - "scale_width": the width resized to ``crop_size``, the aspect ratio kept (the height at least
-      ``crop_size``), no crop; the same in evaluation.
+    - "scale_width": the width resized to ``load_size``, the aspect ratio kept (the height at least
+      ``crop_size``), no crop; evaluation scales the width to ``crop_size`` (the reference's test
+      default, load_size = crop_size).
     - "scale_width_and_crop": the width resized to ``load_size`` likewise, random ``crop_size``
       crop; evaluation scales the width to ``crop_size`` and takes the centre crop.
     - "none": the image as it is.
@@ -89,8 +90,8 @@ class Geometry:
         if mode == "crop":
             self._check_crop(image, name)
             return image if self.augment else centre_crop(image, crop)
-        if mode == "scale_width":
-            return scale_width(image, crop, crop)
+        if mode == "scale_width":  # the reference's: the width to load_size in training, crop_size at test time
+            return scale_width(image, self.load_size if self.augment else crop, crop)
         if mode == "scale_width_and_crop":
             if self.augment:
                 return scale_width(image, self.load_size, crop)
