@@ -1,7 +1,8 @@
 """#17's quality protocol: which recipe makes the best facades photos at equal compute, on a CPU.
 
     .venv/bin/python benchmarks/quality.py [--variants paper,stable,...] [--seeds 0,1,2] [--steps 2000]
-        [--eval-every 250] [--runs DIR] [--data ../shared/datasets/facades] [--out benchmarks/results/quality]
+        [--eval-every 250] [--threads auto|N] [--runs DIR] [--data ../shared/datasets/facades]
+        [--out benchmarks/results/quality]
 
 Every variant trains labels -> photo on the facades set at 128 px (load 143, crop 128, flip; a depth-7
 U-Net, the reference's unet_128, 70x70 PatchGAN), batch 1, for the same number of steps, through the
@@ -58,7 +59,7 @@ def protocol(args: argparse.Namespace, seed: int) -> dict:
             "train.steps": args.steps, "train.eval_every": args.eval_every, "train.eval_images": 106,
             "train.eval_split": "test", "train.eval_fid": "on", "train.best_metric": "fid",
             "train.sample_every": args.steps, "train.checkpoint_every": args.eval_every, "train.log_every": 50,
-            "train.device": "cpu", "train.seed": seed}
+            "train.device": "cpu", "train.seed": seed, "train.threads": args.threads}
 
 
 def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
@@ -140,9 +141,12 @@ def main() -> None:
     parser.add_argument("--runs", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "cgan-quality"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "facades"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality"))
+    parser.add_argument("--threads", default="auto",
+                        help='train.threads: "auto", or a number (1 for runs side by side, one per core).')
     parser.add_argument("--report-only", action="store_true", help="Summarize the finished runs; train nothing.")
     args = parser.parse_args()
     args.data = str(Path(args.data).resolve())
+    args.threads = int(args.threads) if args.threads.isdigit() else args.threads
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
