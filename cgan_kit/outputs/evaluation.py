@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader
 
 from cgan_kit.config.build import Models, build_dataset
-from cgan_kit.data import collate, sizes_vary
+from cgan_kit.data import eval_loader
 from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import load_generator
 from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available,
@@ -173,8 +172,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
         raise CganError(f"the {split} split of the recipe's data holds no examples")
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), shuffle=False, num_workers=0,
-                        batch_size=1 if sizes_vary(dataset) else batch_size, collate_fn=collate)
+    loader = eval_loader(dataset, batch_size, count, 0, loaded.device)  # one at a time where sizes vary
     inception = Inception(loaded.device) if fid else None
     paired = loaded.measures == "paired" or bool(getattr(dataset, "paired", False))
     sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0} if paired else {}
