@@ -50,6 +50,12 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "paper+spectral_norm": ("pix2pix_facades.toml",
                             STABILIZER.format(type="spectral_norm", settings='target = "critic"\n'), {}),
 }
+# candidates beyond the shipped recipes: variant -> (text in its recipe, what replaces it)
+EDITS: dict[str, list[tuple[str, str]]] = {
+    "stable+l1_25": [("weight = 100.0", "weight = 25.0")],
+    "stable+multiscale": [('type = "patchgan"', 'type = "multiscale_patchgan"\nscales = 2')],
+}
+VARIANTS.update({name: VARIANTS["stable"] for name in EDITS})
 MEASURES = ("fid", "kid", "l1", "psnr", "ssim")
 
 
@@ -69,7 +75,12 @@ def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     recipe = runs / f"{name}.toml"
-    recipe.write_text((RECIPES / recipe_name).read_text() + extra)
+    text = (RECIPES / recipe_name).read_text() + extra
+    for old, new in EDITS.get(variant, []):
+        if text.count(old) != 1:
+            raise SystemExit(f"variant {variant}: {old!r} is not once in {recipe_name}")
+        text = text.replace(old, new)
+    recipe.write_text(text)
     folder = runs / name
     if finished(folder, args.steps):
         return folder

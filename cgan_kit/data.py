@@ -198,6 +198,17 @@ def eval_loader(dataset: Dataset, batch_size: int, limit: int, workers: int, dev
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
 
 
+def distinct_images(dataset: Any, key: str) -> int:
+    """How many of a dataset's first examples (through any Subset of a prefix around it, as
+    ``eval_loader`` makes) hold distinct ``key`` images: all of them, unless the dataset says
+    that its ``key`` images repeat after the first n (``distinct_images = {key: n}``, as an
+    unpaired dataset's smaller domain does)."""
+    count = len(dataset)
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return min(count, int(getattr(dataset, "distinct_images", {}).get(key, count)))
+
+
 def sizes_vary(dataset: Any) -> bool:
     """Whether a dataset (through any Subset around it) says its examples may differ in size."""
     while isinstance(dataset, torch.utils.data.Subset):

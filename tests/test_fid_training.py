@@ -228,3 +228,30 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_evaluation(tmp_p
     assert len(warnings) == 1 and str(blocked) in warnings[0] and "CGAN_CACHE_DIR" in warnings[0]
     again = features(lambda: [images], "the same images in one batch")  # the same content: the same key
     assert torch.equal(again, first) and len(messages) == 2  # from memory: no new message, no new warning
+
+
+def test_unpaired_domains_of_unequal_size_count_each_image_once(tmp_path, fid_installed):
+    """Evaluation cycles the smaller domain (3 A images against 5 B): FID, KID and the cycle error
+    must still see each image once, not the first A images twice."""
+    from cgan_kit.images import write_image
+
+    generator = torch.Generator().manual_seed(0)
+    for folder, count in (("trainA", 3), ("trainB", 5), ("testA", 3), ("testB", 5)):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(count):
+            write_image(tmp_path / "data" / folder / f"{i}.png", torch.rand((3, 32, 32), generator=generator), 8)
+    start, end = TINY_CYCLEGAN.index("[data]"), TINY_CYCLEGAN.index("[generator]")
+    data = f'[data]\ntype = "unaligned"\nroot = "{(tmp_path / "data").as_posix()}"\nload_size = 32\ncrop_size = 32\n\n'
+    run, stderr = train(tmp_path, TINY_CYCLEGAN[:start] + data + TINY_CYCLEGAN[end:], tmp_path / "cache",
+                        "train.eval_images=8", "train.steps=3", name="unequal")
+    assert "Inception features of 5 real images" in stderr  # AtoB's real side: the 5 B images
+    assert "Inception features of 3 real images" in stderr  # BtoA's: the 3 A images, not 5 with 2 repeated
+    last = evaluations(run)[-1]
+    assert last["eval/AtoB/fid"] > 0 and last["eval/BtoA/fid"] > 0
+    for direction, images in (("AtoB", 3), ("BtoA", 5)):  # each direction translates its source domain once
+        result = cgan("eval", str(run), "--direction", direction, "--json", check=True,
+                      env={**ONE_THREAD, "CGAN_CACHE_DIR": str(tmp_path / "cache")})
+        report = json.loads(result.stdout)
+        assert report["images"] == images and COMPUTED not in result.stderr  # the same real sets as training
+        assert report["fid"] == pytest.approx(last[f"eval/{direction}/fid"], rel=1e-6)
+        assert report["cycle_l1"] == pytest.approx(last[f"eval/{direction}/cycle_l1"], rel=1e-5)

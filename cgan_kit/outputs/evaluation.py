@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from cgan_kit.config.build import Models, build_dataset
-from cgan_kit.data import eval_loader
+from cgan_kit.data import distinct_images, eval_loader
 from cgan_kit.errors import CganError
 from cgan_kit.inference.translate import load_generator
 from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available,
@@ -50,23 +50,25 @@ def evaluate(models: Models, loader: Any, device: torch.device,
     paired = method.measures == "paired" or bool(getattr(_underlying(loader.dataset), "paired", False))
     networks = models.eval_networks()
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     scores: dict[str, float] = {}
-    count = 0
     modes = {role: network.training for role, network in networks.items()}
     for network in networks.values():
         network.eval()
-    fid = real_features is not None and len(loader.dataset) >= 2
+    distinct = {key: distinct_images(loader.dataset, key)
+                for direction in method.directions.values() for key in (direction.source, direction.target)}
     evaluated = [(name, direction, inverse(method.directions, direction))
                  for name, direction in method.directions.items()]
     evaluated = [(name, direction, back) for name, direction, back in evaluated
-                 if paired or back is not None or fid]
-    total, done = len(loader.dataset) * len(evaluated), 0
+                 if paired or back is not None or real_features is not None]
+    total, done = sum(distinct[direction.source] for _, direction, _ in evaluated), 0
     report = progress if progress is not None and total else (lambda done, total: None)
     report(0, total)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for name, direction, back in evaluated:
-            count, fakes = 0, []
-            for batch in loader:
+            fid = real_features is not None and min(distinct[direction.source], distinct[direction.target]) >= 2
+            fakes = []
+            for batch in first(loader, distinct[direction.source]):  # each input image once
                 inputs, targets = batch[direction.source].to(device), batch[direction.target].to(device)
                 outputs = networks[direction.role](inputs)
                 measures = image_measures(outputs, targets) if paired else {}
@@ -75,23 +77,34 @@ def evaluate(models: Models, loader: Any, device: torch.device,
                 for measure, values in measures.items():
                     key = measure_key(models.method, name, measure)
                     sums[key] = sums.get(key, 0.0) + values.sum().item()
+                    counts[key] = counts.get(key, 0) + values.shape[0]
                 if fid:
                     fakes.append(real_features.inception(as_inception_sees(outputs).float() / 255))
-                count += inputs.shape[0]
                 done += inputs.shape[0]
                 report(done, total)
             if fid:
                 def more(real_done: int, real_total: int) -> None:
                     report(done + real_done, total + real_total)  # a first evaluation on new data: the real side
 
-                real = real_features(lambda: (batch[direction.target] for batch in loader),
+                real = real_features(lambda: (batch[direction.target]  # each real image once
+                                              for batch in first(loader, distinct[direction.target])),
                                      f'the held-out "{direction.target}" images', more)
                 fake = torch.cat(fakes)
                 scores[measure_key(models.method, name, "fid")] = frechet_distance(real, fake)
                 scores[measure_key(models.method, name, "kid")] = kernel_inception_distance(real, fake)[0]
     for role, network in networks.items():
         network.train(modes[role])
-    return {**{key: value / count for key, value in sums.items()}, **scores}
+    return {**{key: value / counts[key] for key, value in sums.items()}, **scores}
+
+
+def first(loader: Any, count: int) -> Iterator[dict[str, Any]]:
+    """The loader's batches up to its first ``count`` examples (the last one cut short)."""
+    for batch in loader:
+        size = len(batch["name"]) if "name" in batch else next(iter(batch.values())).shape[0]
+        if count <= 0:
+            return
+        yield batch if size <= count else {key: value[:count] for key, value in batch.items()}
+        count -= size
 
 
 def resolve_evaluation(eval_fid: str, best_metric: str, images: int) -> tuple[str, str]:
@@ -173,6 +186,8 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     if count == 0:
         raise CganError(f"the {split} split of the recipe's data holds no examples")
     loader = eval_loader(dataset, batch_size, count, 0, loaded.device)  # one at a time where sizes vary
+    # Unpaired domains of unequal size: each image counts once (the smaller domain's would repeat).
+    count, real_count = (distinct_images(loader.dataset, key) for key in (loaded.source, loaded.target))
     inception = Inception(loaded.device) if fid else None
     paired = loaded.measures == "paired" or bool(getattr(dataset, "paired", False))
     sums = {"l1": 0.0, "psnr": 0.0, "ssim": 0.0} if paired else {}
@@ -182,7 +197,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     seen = 0
     what = "generating and measuring" + (" (with Inception features)" if inception is not None else "")
     with torch.no_grad(), Progress(f"{what} {split}", count, quiet=quiet) as progress:
-        for batch in loader:
+        for batch in first(loader, count):
             _check_fits(loaded, batch)
             inputs, targets = batch[loaded.source].to(loaded.device), batch[loaded.target].to(loaded.device).float()
             outputs = loaded.generator(inputs).float()
@@ -208,10 +223,11 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
         **{name: value / seen for name, value in sums.items()},
     }
     if inception is not None:
-        if seen < 2:
+        if min(seen, real_count) < 2:
             warn("no FID or KID: they need at least 2 images")
         else:
-            real = real_side(RealFeatures(inception, message), lambda: (batch[loaded.target] for batch in loader),
+            real = real_side(RealFeatures(inception, message),
+                             lambda: (batch[loaded.target] for batch in first(loader, real_count)),
                              f"the {split} split's \"{loaded.target}\" images", quiet)
             fake = torch.cat(fake_features)
             report["fid"] = frechet_distance(real, fake)

@@ -46,6 +46,8 @@ class _Domains(Dataset):
         self.count_a, self.count_b, self.transform = count_a, count_b, transform
         self.in_channels, self.out_channels = in_channels, out_channels
         self.sizes_vary = transform.sizes_vary  # evaluation and samples then take one example at a time
+        # evaluation counts each image once: the smaller domain repeats after its last image
+        self.distinct_images = {"A": count_a, "B": count_b}
 
     def __len__(self) -> int:
         return max(self.count_a, self.count_b)
