@@ -133,7 +133,7 @@ def train(recipe: str | Path | None = None, overrides: Mapping[str, Any] | Seque
 
 def _override_list(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
     """``--set`` strings from a dict of dotted keys and values, or a list of KEY=VALUE strings."""
-    from cgan_kit.config.recipe import _toml_value
+    from cgan_kit.config.recipe import toml_value
 
     if overrides is None:
         return []
@@ -141,7 +141,7 @@ def _override_list(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[
         found = []
         for key, value in overrides.items():
             try:
-                found.append(f"{key}={_toml_value(str(value) if isinstance(value, Path) else value)}")
+                found.append(f"{key}={toml_value(str(value) if isinstance(value, Path) else value)}")
             except TypeError:
                 raise CganError(f"overrides[{key!r}]: a value of type {type(value).__name__} is no recipe value; use "
                                 "a bool, number, string, list or dict") from None

@@ -279,7 +279,7 @@ def smoke_overrides(recipe: Recipe) -> list[str]:
     overrides = [f"train.steps={steps}", f"train.eval_images={min(train.eval_images, SMOKE_EVAL_IMAGES)}",
                  f"train.log_every={min(train.log_every, max(1, steps // 5))}", f"train.checkpoint_every={steps}",
                  f"train.sample_every={steps}", "train.eval_every=0",
-                 f"train.name={_toml_value(recipe.run_name + '-smoke')}"]
+                 f"train.name={toml_value(recipe.run_name + '-smoke')}"]
     data = recipe.data.args
     side = next((key for key in ("crop_size", "size") if _whole(data.get(key))), None)
     if side is not None and data[side] > SMOKE_SIZE:
@@ -416,7 +416,7 @@ def _loggers(raw: Any, train: TrainSettings | None, registry: Registry, problems
     if train is not None and REQUIRED_LOGGER not in chosen:
         problems.append(Problem("train.loggers", f'must include "{REQUIRED_LOGGER}": metrics.jsonl is the run\'s own '
                                                  "record, which the report and `cgan bench` read (found "
-                                                 f"{_toml_value(chosen)})"))
+                                                 f"{toml_value(chosen)})"))
     if not isinstance(raw, dict):
         problems.append(Problem(LOGGERS_TABLE, f"expected tables [loggers.NAME], found {_found(raw)}"))
         raw = {}
@@ -556,21 +556,22 @@ def dump_toml(document: dict[str, Any]) -> str:
     for key, value in document.items():
         if isinstance(value, dict):
             lines.append(f"[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in value.items())
             lines.append("")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for item in value:
                 lines.append(f"[[{key}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in item.items())
                 lines.append("")
         elif isinstance(value, list) and not value:
             continue  # an empty array of tables is the same as none
         else:
-            lines.insert(0, f"{key} = {_toml_value(value)}")
+            lines.insert(0, f"{key} = {toml_value(value)}")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` written as a TOML value (an override on the command line, a line of a recipe)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -582,7 +583,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
