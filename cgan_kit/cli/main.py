@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -54,9 +57,46 @@ class CganGroup(click.Group):
                 raise
             if isinstance(error, OSError):  # the commands name what they write; this is the net for the rest
                 error = CganError(os_error(error))
-            for line in str(error).splitlines() or ["error"]:
-                click.echo(f"error: {line}", err=True)
+            if not report_to_launcher(str(error)):
+                for line in str(error).splitlines() or ["error"]:
+                    click.echo(f"error: {line}", err=True)
             ctx.exit(error.exit_code)
+
+
+RANK_ERRORS = "CGAN_RANK_ERRORS"  # set by `cgan run --nproc`: where its processes leave their errors
+
+
+def report_to_launcher(message: str) -> bool:
+    """In a process started by `cgan run --nproc`, leave the error for the launcher, which prints
+    each different one once (every rank usually fails alike); False elsewhere, or where it
+    cannot be written."""
+    folder, rank = os.environ.get(RANK_ERRORS), os.environ.get("RANK")
+    if not folder or rank is None or not rank.isdigit():
+        return False
+    try:
+        (Path(folder) / f"rank{rank}.txt").write_text(message, encoding="utf-8")
+    except OSError:
+        return False
+    return True
+
+
+def echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line, err=True)
+
+
+def launcher_errors(folder: Path) -> list[str]:
+    """The error lines the processes left in ``folder``: rank 0's, then each other rank's that
+    says something else, named by its rank."""
+    messages = {int(path.stem[4:]): path.read_text(encoding="utf-8", errors="replace")
+                for path in folder.glob("rank*.txt") if path.stem[4:].isdigit()}
+    lines, seen = [], set()
+    for rank in sorted(messages):
+        if messages[rank] not in seen:
+            seen.add(messages[rank])
+            prefix = "" if not lines else f"rank {rank}: "
+            lines += [f"error: {prefix}{line}" for line in messages[rank].splitlines() or ["error"]]
+    return lines
 
 
 COMMANDS_GROUP = "cgan_kit.commands"
@@ -155,7 +195,6 @@ def _entry_json(entry) -> dict[str, Any]:
 @click.argument("dest", required=False, type=click.Path(dir_okay=True))
 def init(name: str, dest: str | None) -> None:
     """Copy the ready recipe NAME (`cgan list recipes`) to DEST (default: ./NAME.toml) to edit."""
-    from pathlib import Path
 
     from cgan_kit.config.recipe import shipped
     from cgan_kit.safe_output import check_target, replace
@@ -428,15 +467,31 @@ def run(recipe: str | None, overrides: tuple[str, ...], resume: str | None, unti
         # step, rank 0 saves and they print where; the launcher only says so, in one line.
         interrupted = Interrupted(f"interrupted: the {nproc} processes stopped after their step (their messages "
                                   "above say where rank 0 saved); continue with `cgan run --resume RUN_DIR`")
-        try:
-            torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "cgan_kit", "run", *args])
-        except SignalException:
-            raise interrupted from None
-        except ChildFailedError as error:  # each process has printed its own one-line error above
-            if all(failure.exitcode == Interrupted.exit_code for failure in error.failures.values()):
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        with tempfile.TemporaryDirectory(prefix="cgan-ranks-") as folder:
+            if not debug:  # each process leaves its error for us; torchrun's own long report is left out
+                os.environ[RANK_ERRORS] = folder  # the processes inherit it
+                logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+            try:
+                torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "cgan_kit",
+                          *(["--debug"] if debug else []), "run", *args])
+            except SignalException:
+                echo_lines(launcher_errors(Path(folder)))
                 raise interrupted from None
-            codes = ", ".join(f"rank {rank} exit code {failure.exitcode}" for rank, failure in error.failures.items())
-            raise CganError(f"distributed training with {nproc} processes failed ({codes}); see the errors above")
+            except ChildFailedError as error:
+                codes = {rank: failure.exitcode for rank, failure in error.failures.items()}
+                if all(code == Interrupted.exit_code for code in codes.values()):
+                    echo_lines(launcher_errors(Path(folder)))
+                    raise interrupted from None
+                lines = launcher_errors(Path(folder))
+                if not lines:  # killed, not failed: nothing was left to say why
+                    text = ", ".join(f"rank {rank} exit code {code}" for rank, code in codes.items())
+                    raise CganError(f"distributed training with {nproc} processes failed ({text}), with no error "
+                                    "message; rerun with --debug to see everything") from None
+                echo_lines(lines)
+                sys.exit(next(iter(codes.values())))
+            finally:
+                os.environ.pop(RANK_ERRORS, None)
         return
     from cgan_kit.training.loop import train
 
