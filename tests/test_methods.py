@@ -114,6 +114,18 @@ def test_list_and_describe_methods():
     assert result.exit_code == 0 and "Paired image-to-image translation" in result.output, result.output
 
 
+@pytest.mark.parametrize("method, key", [("pix2pix", "feature_matching"), ("cyclegan", "cycle_a")])
+def test_a_methods_settings_are_typed_and_bounded_like_any_components(tiny_recipe: Path, method, key):
+    described = CliRunner().invoke(cli, ["describe", "method", method, "--json"])
+    assert described.exit_code == 0, described.output
+    params = {param["name"]: param for param in json.loads(described.output)["parameters"]}
+    assert (params[key]["type"], params[key]["bounds"]) == ("float", ">= 0")  # the constructor's annotation
+    tiny_recipe.write_text(f'[method]\ntype = "{method}"\n{key} = -1.0\n' + tiny_recipe.read_text())
+    result = CliRunner().invoke(cli, ["check", str(tiny_recipe)])
+    assert result.exit_code == 2
+    assert f"method.{key}: must be >= 0, found number -1" in result.output
+
+
 def test_a_recipe_without_method_means_pix2pix_and_saves_it(tiny_recipe: Path):
     from cgan_kit.config.recipe import load
 

@@ -12,6 +12,7 @@ add what a type alone cannot say:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import json
@@ -288,8 +289,10 @@ def parse_docstring(doc: str | None) -> tuple[str, str, dict[str, str]]:
 def params_of(factory: Callable[..., Any], skip: tuple[str, ...] = ()) -> list[Param]:
     """The documented parameters of a factory (or a dataclass), in signature order."""
     signature = inspect.signature(factory)
+    # A class's own annotations are its attributes; its parameters' are its constructor's.
+    annotated = factory.__init__ if inspect.isclass(factory) and not dataclasses.is_dataclass(factory) else factory
     try:
-        hints = typing.get_type_hints(factory, include_extras=True)
+        hints = typing.get_type_hints(annotated, include_extras=True)
     except Exception:  # annotations that cannot be resolved: fall back to the raw ones
         hints = {}
     _, _, docs = parse_docstring(factory.__doc__)

@@ -38,10 +38,23 @@ class PatchCritic(nn.Module):
         super().__init__()
         self.body, self.reduce = body, reduce
         self.receptive_field = receptive_field(body.modules())
+        # A block ends where the next module holds a convolution: its output is a feature map.
+        self.block_ends = [i for i in range(len(body) - 1)
+                           if any(isinstance(m, nn.Conv2d) for m in body[i + 1].modules())]
 
     def forward(self, x: Tensor) -> Tensor:
         scores = self.body(x)
         return scores.mean((2, 3), keepdim=True) if self.reduce == "mean" else scores
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The feature map of each block, first to last (the input of the final convolution
+        last), for the feature-matching loss (``[method] feature_matching``)."""
+        maps = []
+        for i, module in enumerate(self.body):
+            x = module(x)
+            if i in self.block_ends:
+                maps.append(x)
+        return maps
 
 
 class MultiscaleCritic(nn.Module):
@@ -62,6 +75,15 @@ class MultiscaleCritic(nn.Module):
                 x = self.pool(x)
             scores.append(critic(x).flatten(1))
         return torch.cat(scores, 1)[:, None, None, :]
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Every scale's feature maps, finest scale first (see ``PatchCritic.features``)."""
+        maps = []
+        for scale, critic in enumerate(self.critics):
+            if scale:
+                x = self.pool(x)
+            maps += critic.features(x)
+        return maps
 
 
 def _patch_body(in_channels: int, n_layers: int, ndf: int, layers: Layers,

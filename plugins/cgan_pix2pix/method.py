@@ -9,12 +9,14 @@ it; precision, compilation, CUDA graphs and data-parallel training are the engin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from cgan_kit import AdversarialLoss, Column, Direction, Method, Network, Networks, hookimpl
+from cgan_kit import AdversarialLoss, Column, Direction, Method, Network, Networks, Range, hookimpl
+from cgan_kit.errors import CganError
 
 
 class Pix2Pix(Method):
@@ -23,12 +25,30 @@ class Pix2Pix(Method):
     The critic sees the input image beside the real or generated output; the generator learns to
     fool it and to stay close to the target under the recipe's reconstruction losses (L1 in the
     paper). Networks come from ``[generator]`` and ``[critic]``.
+
+    Args:
+        feature_matching: Weight of pix2pixHD's feature-matching loss (Wang et al., 2018): the L1
+            distance between the critic's feature maps of the generated pair and of the real pair,
+            averaged over its blocks (and scales), which gives the generator a signal at every
+            depth of the critic. 0 (the paper's pix2pix) turns it off; needs a critic that shows its
+            features (patchgan, pixelgan, multiscale_patchgan).
     """
 
     networks = {"generator": Network("generator", table="generator"), "critic": Network("critic", table="critic")}
     optimizers = {"generator": ("generator",), "critic": ("critic",)}
     directions = {"AtoB": Direction("generator", source="input", target="target")}
     measures = "paired"
+
+    def __init__(self, feature_matching: Annotated[float, Range(ge=0)] = 0.0):
+        self.feature_matching = feature_matching
+
+    def setup(self, kit: Any) -> None:
+        super().setup(kit)
+        critic = kit.networks["critic"]
+        if self.feature_matching > 0 and not callable(getattr(critic, "features", None)):
+            raise CganError(f"method.feature_matching: the critic ({type(critic).__name__}) has no features(x) "
+                            "method giving its feature maps; choose a critic that has one (patchgan, pixelgan, "
+                            "multiscale_patchgan) or set feature_matching = 0")
 
     def channels(self, role: str, in_channels: int, out_channels: int) -> dict[str, int]:
         if role == "generator":
@@ -74,6 +94,9 @@ class Pix2Pix(Method):
                      for item in kit.adversarial}
             terms.update({f"loss/g_{item.name}": item.weight * item.loss(fake, targets)
                           for item in kit.reconstruction})
+            if self.feature_matching > 0:
+                terms["loss/g_feature_matching"] = self.feature_matching * self._feature_distance(
+                    critic, torch.cat([inputs, targets], 1), torch.cat([inputs, fake], 1))
             generator_loss = sum(terms.values())
             kit.update("generator", generator_loss, step)
         critic.requires_grad_(True)
@@ -81,6 +104,16 @@ class Pix2Pix(Method):
         return {"loss/critic": critic_loss.detach(), "loss/generator": generator_loss.detach(),
                 **{key: value.detach() for key, value in terms.items()},
                 "critic/real_score": real_scores.detach().mean(), "critic/fake_score": fake_scores.detach().mean()}
+
+    def _feature_distance(self, critic: Any, real_pair: Tensor, fake_pair: Tensor) -> Tensor:
+        """Mean over the critic's feature maps of the L1 distance between the generated pair's and
+        the real pair's (a fixed target: no gradient through the real side)."""
+        with torch.no_grad(), self.kit.autocast:
+            real_maps = critic.features(real_pair)
+        with self.kit.autocast:
+            fake_maps = critic.features(fake_pair.to(real_pair.dtype))
+        distances = [F.l1_loss(fake.float(), real.float()) for fake, real in zip(fake_maps, real_maps)]
+        return torch.stack(distances).mean()
 
     def samples(self, networks: Networks, losses: list[Any], batch: dict[str, Tensor]) -> list[Column]:
         realness = next(item.loss.realness for item in losses if isinstance(item.loss, AdversarialLoss))
