@@ -30,19 +30,19 @@ def test_every_recipe_in_recipes_is_shipped_by_a_plugin_and_each_has_a_purpose()
     assert "recipes" in json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)
 
 
-def test_init_copies_a_ready_recipe_and_never_overwrites(tmp_path):
+def test_init_copies_a_ready_recipe_and_never_overwrites(tmp_path, monkeypatch):
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(cli, ["init", "quickstart"])
-        assert result.exit_code == 0, result.output
-        assert Path("quickstart.toml").read_text() == (ROOT / "recipes" / "quickstart.toml").read_text()
-        again = runner.invoke(cli, ["init", "quickstart"])
-        assert again.exit_code == 2 and "quickstart.toml exists already" in again.output
-        Path("mine").mkdir()
-        assert runner.invoke(cli, ["init", "cyclegan_quickstart", "mine"]).exit_code == 0
-        assert Path("mine/cyclegan_quickstart.toml").is_file()
-        typo = runner.invoke(cli, ["init", "quickstrt"])
-        assert typo.exit_code == 2 and 'did you mean "quickstart"' in typo.output
+    monkeypatch.chdir(tmp_path)  # `cgan init` writes into the current folder
+    result = runner.invoke(cli, ["init", "quickstart"])
+    assert result.exit_code == 0, result.output
+    assert Path("quickstart.toml").read_text() == (ROOT / "recipes" / "quickstart.toml").read_text()
+    again = runner.invoke(cli, ["init", "quickstart"])
+    assert again.exit_code == 2 and "quickstart.toml exists already" in again.output
+    Path("mine").mkdir()
+    assert runner.invoke(cli, ["init", "cyclegan_quickstart", "mine"]).exit_code == 0
+    assert Path("mine/cyclegan_quickstart.toml").is_file()
+    typo = runner.invoke(cli, ["init", "quickstrt"])
+    assert typo.exit_code == 2 and 'did you mean "quickstart"' in typo.output
 
 
 def test_a_bare_name_runs_the_ready_recipe_and_a_file_of_that_name_wins(tmp_path):
