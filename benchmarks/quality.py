@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/quality.py [--variants paper,stable,...] [--seeds 0,1,2] [--steps 2000]
         [--eval-every 250] [--threads auto|N] [--runs DIR] [--data ../shared/datasets/facades]
-        [--out benchmarks/results/quality]
+        [--out benchmarks/results/quality] [--report-only] [--time-steps 60 --time-rounds 2]
 
 Every variant trains labels -> photo on the facades set at 128 px (load 143, crop 128, flip; a depth-7
 U-Net, the reference's unet_128, 70x70 PatchGAN), batch 1, for the same number of steps, through the
 real CLI (`cgan run RECIPE --set ...`), with FID and KID measured on all 106 test images every
 ``--eval-every`` steps (train.eval_fid = "on": the FID extra must be installed). A variant is a shipped
 recipe, optionally with one stabilizer added, so each stabilizer is screened alone on top of the paper
-recipe. The score of a run is its last evaluation (what `cgan eval RUN` reports: the EMA weights where
-the recipe keeps them); its time per step is the median over its log intervals (evaluations excluded).
+recipe, or a shipped recipe with one edit (the candidates). The score of a run is its last evaluation
+(what `cgan eval RUN` reports: the EMA weights where the recipe keeps them); its time per step is the
+median over its log intervals (evaluations excluded), which other work on the machine sways, so
+``--time-steps N`` also times every variant and the paper recipe in short runs taking turns.
 
 Runs are kept in ``--runs`` and reused: a finished run is read, not trained again, and an interrupted
 one resumes. The results go to OUT.json (every run, every curve), OUT.md (the table: mean +- sd over
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,6 +72,47 @@ def protocol(args: argparse.Namespace, seed: int) -> dict:
             "train.device": "cpu", "train.seed": seed, "train.threads": args.threads}
 
 
+def recipe_text(variant: str) -> str:
+    recipe_name, extra, _ = VARIANTS[variant]
+    text = (RECIPES / recipe_name).read_text() + extra
+    for old, new in EDITS.get(variant, []):
+        if text.count(old) != 1:
+            raise SystemExit(f"variant {variant}: {old!r} is not once in {recipe_name}")
+        text = text.replace(old, new)
+    return text
+
+
+def command(args: argparse.Namespace, recipe: Path, overrides: dict) -> list[str]:
+    line = [sys.executable, "-m", "cgan_kit", "run", str(recipe)]
+    for key, value in overrides.items():
+        line += ["--set", f"{key}={json.dumps(value)}"]
+    return line
+
+
+def timed(args: argparse.Namespace, variants: list[str]) -> dict[str, float]:
+    """Seconds per training step of each variant, measured apart from the quality runs: short runs
+    (``--time-steps``, no evaluation) taking turns, variant after variant, ``--time-rounds`` times,
+    so that whatever else loads the machine weighs on each alike; the median over every round's
+    log intervals but each run's first (warm-up)."""
+    folder = Path(args.runs) / "timing"
+    folder.mkdir(parents=True, exist_ok=True)
+    intervals: dict[str, list[float]] = {variant: [] for variant in variants}
+    for round_ in range(args.time_rounds):
+        for variant in variants:
+            name = f"{variant.replace('+', '_')}_round{round_}"
+            shutil.rmtree(folder / name, ignore_errors=True)
+            recipe = folder / f"{name}.toml"
+            recipe.write_text(recipe_text(variant))
+            overrides = {**protocol(args, 0), **VARIANTS[variant][2], "train.steps": args.time_steps,
+                         "train.eval_every": 0, "train.eval_images": 1, "train.eval_fid": "off",
+                         "train.best_metric": "l1", "train.sample_every": 0, "train.log_every": 10,
+                         "train.checkpoint_every": args.time_steps, "train.out_dir": str(folder), "train.name": name}
+            subprocess.run(command(args, recipe, overrides), check=True, cwd=ROOT, capture_output=True)
+            rates = [row["speed/images_per_s"] for row in rows_of(folder / name) if "speed/images_per_s" in row]
+            intervals[variant] += [1 / rate for rate in rates[1:]]
+    return {variant: statistics.median(values) for variant, values in intervals.items() if values}
+
+
 def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
     """Train (or resume, or reuse) one run; its folder."""
     recipe_name, extra, sets = VARIANTS[variant]
@@ -76,22 +120,16 @@ def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     recipe = runs / f"{name}.toml"
-    text = (RECIPES / recipe_name).read_text() + extra
-    for old, new in EDITS.get(variant, []):
-        if text.count(old) != 1:
-            raise SystemExit(f"variant {variant}: {old!r} is not once in {recipe_name}")
-        text = text.replace(old, new)
-    recipe.write_text(text)
+    recipe.write_text(recipe_text(variant))
     folder = runs / name
     if finished(folder, args.steps):
         return folder
     overrides = {**protocol(args, seed), **sets, "train.out_dir": str(runs), "train.name": name}
-    command = [sys.executable, "-m", "cgan_kit", "run"]
-    command += ["--resume", str(folder)] if (folder / "checkpoints").is_dir() else [str(recipe)]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={json.dumps(value)}"]
-    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[3:5])}", file=sys.stderr, flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    line = command(args, recipe, overrides)
+    if (folder / "checkpoints").is_dir():
+        line[4:5] = ["--resume", str(folder)]
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(line[3:5])}", file=sys.stderr, flush=True)
+    subprocess.run(line, check=True, cwd=ROOT)
     return folder
 
 
@@ -127,11 +165,13 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g} +- {statistics.stdev(values):.2g}"
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], timing: dict[str, float] | None = None) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in results))
     paper = [r["s_per_step"] for r in results if r["variant"] == "paper" and r["s_per_step"]]
-    lines = ["| variant | seeds | FID | KID | L1 | PSNR | SSIM | best FID (step) | s/step | x paper's time |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    timing = timing or {}
+    lines = ["| variant | seeds | FID | KID | L1 | PSNR | SSIM | best FID (step) | s/step | x paper's time "
+             "| x paper's time, timed in turns |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for variant in variants:
         runs = [r for r in results if r["variant"] == variant]
         cells = [spread([r[m] for r in runs]) for m in MEASURES]
@@ -139,8 +179,9 @@ def table(results: list[dict]) -> str:
         times = [r["s_per_step"] for r in runs if r["s_per_step"]]
         ratio = f"{statistics.mean(times) / statistics.mean(paper):.2f}" if times and paper else "?"
         seeds = ",".join(str(r["seed"]) for r in runs)
+        in_turns = (f"{timing[variant] / timing['paper']:.2f}" if variant in timing and "paper" in timing else "")
         lines.append(f"| {variant} | {seeds} | {' | '.join(cells)} | {best} | "
-                     f"{statistics.mean(times) if times else float('nan'):.3f} | {ratio} |")
+                     f"{statistics.mean(times) if times else float('nan'):.3f} | {ratio} | {in_turns} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +197,10 @@ def main() -> None:
     parser.add_argument("--threads", default="auto",
                         help='train.threads: "auto", or a number (1 for runs side by side, one per core).')
     parser.add_argument("--report-only", action="store_true", help="Summarize the finished runs; train nothing.")
+    parser.add_argument("--time-steps", type=int, default=0,
+                        help="Also time each variant (and the paper recipe) in short runs of this many steps, "
+                             "taking turns, for the time-per-step ratio under equal load (0: do not).")
+    parser.add_argument("--time-rounds", type=int, default=2)
     args = parser.parse_args()
     args.data = str(Path(args.data).resolve())
     args.threads = int(args.threads) if args.threads.isdigit() else args.threads
@@ -171,10 +216,14 @@ def main() -> None:
             if finished(folder, args.steps):
                 results.append(summary(folder, variant, seed))
                 write(args, results)  # every finished run is recorded as it finishes
-    print(table(results))
+    timing = None
+    if args.time_steps:
+        timing = timed(args, list(dict.fromkeys(["paper", *args.variants.split(",")])))
+        write(args, results, timing)
+    print(table(results, timing))
 
 
-def write(args: argparse.Namespace, results: list[dict]) -> None:
+def write(args: argparse.Namespace, results: list[dict], timing: dict[str, float] | None = None) -> None:
     from cgan_kit.outputs.report import STYLE, plot
 
     out = Path(args.out)
@@ -182,8 +231,10 @@ def write(args: argparse.Namespace, results: list[dict]) -> None:
     meta = {"protocol": {k: v for k, v in protocol(args, 0).items() if k not in ("data.root", "train.seed")},
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {__import__('torch').__version__}",
             "date": time.strftime("%Y-%m-%d")}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "runs": results}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(table(results))
+    timed_steps = {"timed_s_per_step": timing, "timed_steps": args.time_steps,
+                   "timed_rounds": args.time_rounds} if timing else {}
+    out.with_suffix(".json").write_text(json.dumps({**meta, **timed_steps, "runs": results}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(table(results, timing))
     series = {f"{r['variant']} s{r['seed']}": [(s, f) for s, f in r["fid_curve"]] for r in results}
     chart = plot("FID on the 106 facades test photos against steps (128 px)", series, width=760, height=360)
     style = "".join(line + "\n" for line in STYLE.splitlines() if line.startswith("svg"))  # the report's chart rules
