@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/quality.py [--variants paper,stable,...] [--seeds 0,1,2] [--steps 2000]
         [--eval-every 250] [--threads auto|N] [--runs DIR] [--data ../shared/datasets/facades]
-        [--out benchmarks/results/quality] [--report-only] [--time-steps 60 --time-rounds 2]
+        [--out benchmarks/results/quality] [--report-only] [--time-steps 50 --time-rounds 2 | --timing-from OUT.json]
 
 Every variant trains labels -> photo on the facades set at 128 px (load 143, crop 128, flip; a depth-7
 U-Net, the reference's unet_128, 70x70 PatchGAN), batch 1, for the same number of steps, through the
@@ -201,6 +201,7 @@ def main() -> None:
                         help="Also time each variant (and the paper recipe) in short runs of this many steps, "
                              "taking turns, for the time-per-step ratio under equal load (0: do not).")
     parser.add_argument("--time-rounds", type=int, default=2)
+    parser.add_argument("--timing-from", metavar="OUT.json", help="Take the timing of an earlier --time-steps run.")
     args = parser.parse_args()
     args.data = str(Path(args.data).resolve())
     args.threads = int(args.threads) if args.threads.isdigit() else args.threads
@@ -217,7 +218,12 @@ def main() -> None:
                 results.append(summary(folder, variant, seed))
                 write(args, results)  # every finished run is recorded as it finishes
     timing = None
-    if args.time_steps:
+    if args.timing_from:
+        earlier = json.loads(Path(args.timing_from).read_text())
+        timing, args.time_steps, args.time_rounds = (earlier["timed_s_per_step"], earlier["timed_steps"],
+                                                     earlier["timed_rounds"])
+        write(args, results, timing)
+    elif args.time_steps:
         timing = timed(args, list(dict.fromkeys(["paper", *args.variants.split(",")])))
         write(args, results, timing)
     print(table(results, timing))
