@@ -47,10 +47,10 @@ def test_a_multiscale_critic_shows_every_scale_finest_first():
 MATCHING = '[method]\ntype = "pix2pix"\nfeature_matching = 10.0\n'
 
 
-def train(tmp_path: Path, name: str, extra: str = "", *sets: str):
+def train(tmp_path: Path, name: str, extra: str = "", *sets: str, command: str = "run"):
     recipe = tmp_path / f"{name}.toml"
     recipe.write_text(extra + TINY_RECIPE + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n')
-    return CliRunner().invoke(cli, ["run", str(recipe), "--set", "train.steps=2", "--set", "train.log_every=1",
+    return CliRunner().invoke(cli, [command, str(recipe), "--set", "train.steps=2", "--set", "train.log_every=1",
                                     *[part for item in sets for part in ("--set", item)]])
 
 
@@ -83,9 +83,10 @@ class NoFeatures:
         register("bare_scores", lambda in_channels: nn.Conv2d(in_channels, 1, 4, stride=4))
 
 
-def test_a_critic_without_features_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_critic_without_features_is_a_one_line_error(tmp_path, command):
     with plugins.registered(NoFeatures(), "no-features"):
-        result = train(tmp_path, "bare", MATCHING, 'critic={type="bare_scores"}')
+        result = train(tmp_path, "bare", MATCHING, 'critic={type="bare_scores"}', command=command)
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.startswith("error")] == [
         result.output.strip().splitlines()[-1]]

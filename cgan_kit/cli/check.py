@@ -70,6 +70,7 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
     check_memory(recipe, registry, torch.device("cpu"), training=False)  # what building them here needs
     models = build_models(recipe, registry)
     models.setup_stabilizers(recipe.train.steps)  # spectral norm and EMA change the models: show the result
+    method_setup(recipe, models)
     in_channels, out_channels = channels(recipe)
     declared = type(models.method).networks
     roles: dict[str, Any] = {}
@@ -105,6 +106,25 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
                        "best_metric": best_metric},
         "warnings": padding_warnings(recipe, models, size),
     }
+
+
+def method_setup(recipe: Recipe, models: Any) -> None:
+    """Build the optimizers and hand the method its Kit on the CPU, as the start of a run does, so
+    that what they refuse (a feature-matching weight with a critic that shows no features, a paired
+    loss on unpaired data, an optimizer setting) fails here and not minutes into ``cgan run``."""
+    import torch
+
+    from cgan_kit.training import distributed
+    from cgan_kit.training.kit import Kit
+    from cgan_kit.training.updates import NonFiniteLosses, build_optimizers
+
+    device, context = torch.device("cpu"), distributed.Context()
+    optimizers = build_optimizers(models, recipe.optim, device)
+    scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
+    full_precision = torch.autocast("cpu", enabled=False)
+    models.method.setup(Kit(models, models.networks, optimizers, scalers,
+                            NonFiniteLosses(device, context, tuple(optimizers)), full_precision,
+                            recipe.train.generator_steps, context))
 
 
 def network_kind(models: Any, role: str) -> str:
