@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py [--variants paper,stable,...] [--seeds 0,1,2] [--steps 2000]
         [--eval-every 250] [--threads auto|N] [--runs DIR] [--data ../shared/datasets/facades]
         [--out benchmarks/results/quality] [--report-only] [--time-steps 50 --time-rounds 2 | --timing-from OUT.json]
+        [--results-from OUT.json]
 
 Every variant trains labels -> photo on the facades set at 128 px (load 143, crop 128, flip; a depth-7
 U-Net, the reference's unet_128, 70x70 PatchGAN), batch 1, for the same number of steps, through the
@@ -202,6 +203,9 @@ def main() -> None:
                              "taking turns, for the time-per-step ratio under equal load (0: do not).")
     parser.add_argument("--time-rounds", type=int, default=2)
     parser.add_argument("--timing-from", metavar="OUT.json", help="Take the timing of an earlier --time-steps run.")
+    parser.add_argument("--results-from", metavar="OUT.json",
+                        help="Also report the runs recorded in an earlier OUT.json whose folders are not in --runs "
+                             "(kept figures of runs trained on another machine or in a folder since deleted).")
     args = parser.parse_args()
     args.data = str(Path(args.data).resolve())
     args.threads = int(args.threads) if args.threads.isdigit() else args.threads
@@ -209,23 +213,31 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     results = []
+    if args.results_from:
+        wanted = {(v, int(s)) for v in args.variants.split(",") for s in args.seeds.split(",")}
+        results = [run for run in json.loads(Path(args.results_from).read_text())["runs"]
+                   if (run["variant"], run["seed"]) in wanted
+                   and not finished(Path(args.runs) / f"{run['variant'].replace('+', '_')}_seed{run['seed']}",
+                                    args.steps)]
     for seed in (int(s) for s in args.seeds.split(",")):
         for variant in args.variants.split(","):
             folder = Path(args.runs) / f"{variant.replace('+', '_')}_seed{seed}"
             if not args.report_only:
                 folder = train(args, variant, seed)
-            if finished(folder, args.steps):
+            if finished(folder, args.steps) and not any((r["variant"], r["seed"]) == (variant, seed)
+                                                         for r in results):
                 results.append(summary(folder, variant, seed))
                 write(args, results)  # every finished run is recorded as it finishes
+    order = args.variants.split(",")
+    results.sort(key=lambda run: (order.index(run["variant"]), run["seed"]))
     timing = None
     if args.timing_from:
         earlier = json.loads(Path(args.timing_from).read_text())
         timing, args.time_steps, args.time_rounds = (earlier["timed_s_per_step"], earlier["timed_steps"],
                                                      earlier["timed_rounds"])
-        write(args, results, timing)
     elif args.time_steps:
-        timing = timed(args, list(dict.fromkeys(["paper", *args.variants.split(",")])))
-        write(args, results, timing)
+        timing = timed(args, list(dict.fromkeys(["paper", *order])))
+    write(args, results, timing)
     print(table(results, timing))
 
 
