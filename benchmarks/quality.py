@@ -59,6 +59,8 @@ EDITS: dict[str, list[tuple[str, str]]] = {
     "stable+l1_25": [("weight = 100.0", "weight = 25.0")],
     "stable+multiscale": [('type = "patchgan"', 'type = "multiscale_patchgan"\nscales = 2')],
     "stable+feature_matching": [("[data]", '[method]\ntype = "pix2pix"\nfeature_matching = 100.0\n\n[data]')],
+    "stable+lsgan": [('type = "hinge"', 'type = "lsgan"')],
+    "stable+no_dropout": [('upsample = "resize_conv"', 'upsample = "resize_conv"\ndropout = 0.0')],
 }
 VARIANTS.update({name: VARIANTS["stable"] for name in EDITS})
 MEASURES = ("fid", "kid", "l1", "psnr", "ssim")
