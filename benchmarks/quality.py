@@ -132,8 +132,29 @@ def train(args: argparse.Namespace, variant: str, seed: int) -> Path:
     if (folder / "checkpoints").is_dir():
         line[4:5] = ["--resume", str(folder)]
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(line[3:5])}", file=sys.stderr, flush=True)
+    record_host(runs / f"{name}.hosts.json")
     subprocess.run(line, check=True, cwd=ROOT)
     return folder
+
+
+def host() -> dict:
+    """The CPU a run trains on and the precision train.precision = "auto" picks there (bf16 autocast
+    where the CPU computes bf16 in hardware, else fp32): runs on different CPUs round differently."""
+    import torch
+
+    from cgan_kit.device import resolve_precision
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    dtype = resolve_precision("auto", torch.device("cpu"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def record_host(path: Path) -> None:
+    """Add this machine to the hosts a run trained on (a resumed run may have moved)."""
+    hosts = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps([*hosts, host()], indent=1) + "\n")
 
 
 def rows_of(folder: Path) -> list[dict]:
@@ -159,7 +180,16 @@ def summary(folder: Path, variant: str, seed: int) -> dict:
             **{m: last[f"eval/{m}"] for m in MEASURES},
             "best_fid": best["eval/fid"], "best_fid_step": best["step"],
             "s_per_step": statistics.median(per_step) if per_step else None,
-            "fid_curve": [[row["step"], row["eval/fid"]] for row in evaluations]}
+            "fid_curve": [[row["step"], row["eval/fid"]] for row in evaluations], **hosts_of(folder)}
+
+
+def hosts_of(folder: Path) -> dict:
+    path = folder.with_name(folder.name + ".hosts.json")
+    if not path.is_file():
+        return {}
+    hosts = json.loads(path.read_text())
+    return {"precision": "+".join(dict.fromkeys(h["precision"] for h in hosts)),
+            "cpu": " + ".join(dict.fromkeys(h["cpu"] for h in hosts))}
 
 
 def spread(values: list[float]) -> str:
@@ -172,9 +202,9 @@ def table(results: list[dict], timing: dict[str, float] | None = None) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in results))
     paper = [r["s_per_step"] for r in results if r["variant"] == "paper" and r["s_per_step"]]
     timing = timing or {}
-    lines = ["| variant | seeds | FID | KID | L1 | PSNR | SSIM | best FID (step) | s/step | x paper's time "
-             "| x paper's time, timed in turns |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | seeds | precision | FID | KID | L1 | PSNR | SSIM | best FID (step) | s/step "
+             "| x paper's time | x paper's time, timed in turns |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for variant in variants:
         runs = [r for r in results if r["variant"] == variant]
         cells = [spread([r[m] for r in runs]) for m in MEASURES]
@@ -183,7 +213,8 @@ def table(results: list[dict], timing: dict[str, float] | None = None) -> str:
         ratio = f"{statistics.mean(times) / statistics.mean(paper):.2f}" if times and paper else "?"
         seeds = ",".join(str(r["seed"]) for r in runs)
         in_turns = (f"{timing[variant] / timing['paper']:.2f}" if variant in timing and "paper" in timing else "")
-        lines.append(f"| {variant} | {seeds} | {' | '.join(cells)} | {best} | "
+        precision = ",".join(r.get("precision", "?") for r in runs)
+        lines.append(f"| {variant} | {seeds} | {precision} | {' | '.join(cells)} | {best} | "
                      f"{statistics.mean(times) if times else float('nan'):.3f} | {ratio} | {in_turns} |")
     return "\n".join(lines) + "\n"
 
