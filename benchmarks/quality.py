@@ -288,6 +288,8 @@ def write(args: argparse.Namespace, results: list[dict], timing: dict[str, float
     out.with_suffix(".md").write_text(table(results, timing))
     series = {f"{r['variant']} s{r['seed']}": [(s, f) for s, f in r["fid_curve"]] for r in results}
     chart = plot("FID on the 106 facades test photos against steps (128 px)", series, width=760, height=360)
+    if not chart:  # no finished run yet (a timing alone)
+        return
     style = "".join(line + "\n" for line in STYLE.splitlines() if line.startswith("svg"))  # the report's chart rules
     opening = chart.index(">") + 1
     out.with_suffix(".svg").write_text(chart[:opening] + f"<style>{style}</style>" + chart[opening:] + "\n")
