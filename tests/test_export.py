@@ -81,7 +81,7 @@ def test_the_model_folder_is_what_a_hub_takes_and_says_what_it_holds(run, model)
                                              "in_channels": 3, "out_channels": 3}}
     assert config["generators"]["generator"]["type"] == "unet" and config["generators"]["generator"]["depth"] == 5
     assert config["preprocessing"]["size"] == [32, 32] and config["preprocessing"]["value_range"] == [-1, 1]
-    assert config["data"]["type"] == "synthetic" and config["method"] == {"type": "pix2pix"}
+    assert config["data"]["type"] == "synthetic" and config["method"] == {"type": "pix2pix", "feature_matching": 0.0}
     assert {k: config["provenance"][k] for k in ("run", "checkpoint", "step", "ema")} == \
         {"run": "tiny", "checkpoint": "step_00000006.safetensors", "step": 6, "ema": True}
     with safe_open(str(model / "model.safetensors"), framework="pt") as handle:

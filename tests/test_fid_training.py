@@ -253,5 +253,8 @@ def test_unpaired_domains_of_unequal_size_count_each_image_once(tmp_path, fid_in
                       env={**ONE_THREAD, "CGAN_CACHE_DIR": str(tmp_path / "cache")})
         report = json.loads(result.stdout)
         assert report["images"] == images and COMPUTED not in result.stderr  # the same real sets as training
-        assert report["fid"] == pytest.approx(last[f"eval/{direction}/fid"], rel=1e-6)
+        # FID of 3 or 5 images is ill-conditioned (a covariance of rank 2-4 in 2048 dimensions): the
+        # training process's and cgan eval's float rounding differ by ~1e-5 of it on some CPUs, while
+        # counting an image twice moves it by far more.
+        assert report["fid"] == pytest.approx(last[f"eval/{direction}/fid"], rel=1e-4)
         assert report["cycle_l1"] == pytest.approx(last[f"eval/{direction}/cycle_l1"], rel=1e-5)

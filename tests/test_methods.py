@@ -51,7 +51,10 @@ def assert_same(new: dict[str, torch.Tensor], golden: dict[str, torch.Tensor]) -
         if exact_here():
             assert torch.equal(new[key], golden[key]), key
         else:
-            torch.testing.assert_close(new[key], golden[key], rtol=1e-5, atol=1e-6, msg=key)
+            # Other CPU kernels (AVX2 here, the golden AVX512) round differently, and 8 Adam steps grow
+            # that to ~1e-5 of a value in a few elements; a change of algorithm moves whole tensors by
+            # the learning rate (2e-4) or more.
+            torch.testing.assert_close(new[key], golden[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def golden_run(tmp_path: Path) -> Path:
