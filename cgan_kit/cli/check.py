@@ -115,16 +115,14 @@ def method_setup(recipe: Recipe, models: Any) -> None:
     import torch
 
     from cgan_kit.training import distributed
-    from cgan_kit.training.kit import Kit
+    from cgan_kit.training.loop import method_kit
     from cgan_kit.training.updates import NonFiniteLosses, build_optimizers
 
     device, context = torch.device("cpu"), distributed.Context()
     optimizers = build_optimizers(models, recipe.optim, device)
     scalers = {name: torch.amp.GradScaler("cpu", enabled=False) for name in optimizers}
-    full_precision = torch.autocast("cpu", enabled=False)
-    models.method.setup(Kit(models, models.networks, optimizers, scalers,
-                            NonFiniteLosses(device, context, tuple(optimizers)), full_precision,
-                            recipe.train.generator_steps, context))
+    method_kit(recipe, models, optimizers, scalers, NonFiniteLosses(device, context, tuple(optimizers)),
+               None, device, context)  # None: full precision
 
 
 def network_kind(models: Any, role: str) -> str:
