@@ -80,6 +80,23 @@ def busy_cpus(cpus: list[int], interval: float = 0.2, stat: Path = Path("/proc/s
     return len(cpus) * (busy_after - busy_before) / elapsed if elapsed > 0 else 0.0
 
 
+def others_cpu_seconds(cpus: list[int], stat: Path = Path("/proc/stat")) -> Callable[[], float] | None:
+    """A clock of the CPU seconds other work has spent on ``cpus``: their busy time less this
+    process's own (all its threads, spinning included). Two readings apart, divided by the wall
+    time between them, say how many CPUs others kept busy. None where the system does not say."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        _cpu_times(cpus, stat)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+    def read() -> float:
+        busy, _ = _cpu_times(cpus, stat)
+        return busy / tick - time.process_time()
+
+    return read
+
+
 def user_threads() -> tuple[int, str] | None:
     """A thread count the user set in the environment, and the variable that set it."""
     for name in USER_VARIABLES:
@@ -121,12 +138,20 @@ class ThreadTuner:
     hiccup), the tuner tries the neighbouring count in the direction that can help, for a
     window, and keeps the faster: one thread fewer when steps got slower (more competition), one
     more when they got faster (less). A trial costs a window at a worse count, so it tries one.
+
+    With ``others`` (a clock of other work's CPU seconds, ``others_cpu_seconds``) a trial also
+    needs the load to explain the move: fewer threads only while other work keeps at least half a
+    CPU busy, one more only while a CPU is free for it. A step time that moves on a quiet machine
+    (another phase of training, a noisy neighbour VM) becomes the new baseline instead, so that
+    "auto" costs nothing where nothing competes.
     """
 
-    def __init__(self, threads: int, limit: int, announce: Callable[[str], None], window: float = 2.0,
-                 jump: float = 0.3, set_threads: Callable[[int], None] = torch.set_num_threads):
-        self.threads, self.limit, self.announce = threads, max(1, limit), announce
-        self.window, self.jump, self.set_threads = window, jump, set_threads
+    def __init__(self, threads: int, limit: float, announce: Callable[[str], None], window: float = 2.0,
+                 jump: float = 0.3, set_threads: Callable[[int], None] = torch.set_num_threads,
+                 others: Callable[[], float] | None = None):
+        self.threads, self.limit, self.usable, self.announce = threads, max(1, int(limit)), max(1.0, limit), announce
+        self.window, self.jump, self.set_threads, self.others = window, jump, set_threads, others
+        self.others_at = others() if others is not None else 0.0  # the clock at the window's start
         self.baseline: float | None = None  # seconds per step of the current count, when settled
         self.warm = False  # the first window (warm-up) was seen
         self.moved = 0  # windows in a row away from the baseline
@@ -137,6 +162,8 @@ class ThreadTuner:
     def restart(self, now: float | None = None) -> None:
         """Drop the window so far: the loop did other work (samples, evaluation, a checkpoint)."""
         self.started, self.steps = time.perf_counter() if now is None else now, 0
+        if self.others is not None:
+            self.others_at = self.others()
 
     def step_done(self, now: float | None = None) -> None:
         """Count a finished step; at the end of a window, judge it."""
@@ -144,12 +171,17 @@ class ThreadTuner:
         now = time.perf_counter() if now is None else now
         if now - self.started < self.window:
             return
-        per_step = (now - self.started) / self.steps
+        per_step, elapsed = (now - self.started) / self.steps, now - self.started
         self.started, self.steps = now, 0
-        self.judge(per_step)
+        load = None
+        if self.others is not None:
+            reading = self.others()
+            load, self.others_at = max(0.0, (reading - self.others_at) / elapsed), reading
+        self.judge(per_step, load)
 
-    def judge(self, per_step: float) -> None:
-        """Take one window's seconds per step for the current count."""
+    def judge(self, per_step: float, others: float | None = None) -> None:
+        """Take one window's seconds per step for the current count, and how many CPUs other work
+        kept busy meanwhile (None where unknown)."""
         if self.trials or self.results:  # exploring: record, then try the next count or settle
             self.results[self.threads] = per_step
             if self.trials:
@@ -173,10 +205,13 @@ class ThreadTuner:
         if self.moved >= 2:
             self.moved = 0
             moved = "rose" if per_step > self.baseline else "fell"
+            toward = self.threads - 1 if moved == "rose" else self.threads + 1
+            if others is not None and (others < 0.5 if moved == "rose" else self.usable - others < toward - 0.5):
+                self.baseline = per_step  # the load does not explain the move: nothing to gain
+                return
             self.announce(f"threads: step time {moved} from {self.baseline * 1000:.0f} to {per_step * 1000:.0f} ms "
                           f"with {self.threads}; trying other counts")
             self.results = {self.threads: per_step}
-            toward = self.threads - 1 if per_step > self.baseline else self.threads + 1
             self.trials = [toward] if 1 <= toward <= self.limit else []
             self.baseline = None
             if self.trials:

@@ -3,11 +3,14 @@ keeps the fastest count when the load changes."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from cgan_kit.threads import ThreadTuner, _cpu_times, allowed_cpus, choose
+from cgan_kit.threads import ThreadTuner, _cpu_times, allowed_cpus, choose, others_cpu_seconds
 
 from conftest import cgan
 
@@ -72,6 +75,38 @@ def test_the_tuner_tries_a_neighbour_when_the_step_time_moves_for_good_and_keeps
     assert used[-1] == 2
     tuner.judge(0.7)  # 2 threads are slower here: back to 1
     assert tuner.threads == 1 and used[-1] == 1
+
+
+def test_the_tuner_tries_nothing_when_the_load_does_not_explain_the_move():
+    used, said = [], []
+    tuner = ThreadTuner(2, 2, said.append, set_threads=used.append)
+    for per_step in (3.0, 1.0, 1.5, 1.5):  # warm-up, baseline, then slower twice on a quiet machine
+        tuner.judge(per_step, others=0.1)
+    assert used == [] and said == [] and tuner.baseline == 1.5  # the new normal, no trial
+    tuner.judge(3.0, others=1.2)
+    tuner.judge(3.0, others=1.3)  # slower again, and other work now keeps a CPU busy: try 1 thread
+    assert used == [1] and "rose" in said[-1]
+    tuner.judge(2.0, others=1.3)
+    tuner.judge(2.0, others=1.3)  # 1 thread kept; the new baseline
+    assert tuner.threads == 1 and tuner.baseline == 2.0
+    tuner.judge(1.2, others=1.3)
+    tuner.judge(1.2, others=1.3)  # faster, but no CPU is free for a second thread
+    assert used == [1] and tuner.baseline == 1.2
+    tuner.judge(0.6, others=0.0)
+    tuner.judge(0.6, others=0.0)  # faster and the other work ended: try 2
+    assert used == [1, 2]
+
+
+def test_the_others_clock_counts_other_processes():
+    clock = others_cpu_seconds(allowed_cpus()[0])
+    if clock is None:
+        pytest.skip("this system does not report CPU times in /proc/stat")
+    start, children = clock(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 1.0\n"
+                    "while time.process_time() < end: pass"], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    assert child >= 1.0 and clock() - start >= child - 0.1  # the busy child's CPU seconds, at least
 
 
 def test_the_tuner_times_windows_of_steps():

@@ -43,7 +43,7 @@ from cgan_kit.data import DeviceCache, EpochBatches, auto_workers, check_batch_f
 from cgan_kit.training.kit import Kit
 from cgan_kit.training.schedule import lr_factor
 from cgan_kit.training.updates import NonFiniteLosses, build_optimizers, grad_norms, set_learning_rate
-from cgan_kit.threads import Choice, ThreadTuner, apply, choose
+from cgan_kit.threads import Choice, ThreadTuner, allowed_cpus, apply, choose, others_cpu_seconds
 
 
 def train(recipe_path: str | None, overrides: list[str], resume: str | None, until: int | None = None) -> Path:
@@ -265,7 +265,7 @@ def thread_tuner(threads: Choice, device: torch.device, context: distributed.Con
     several would each react to the others' changes)."""
     if threads.source != "auto" or device.type != "cpu" or context.active:
         return None
-    return ThreadTuner(threads.threads, int(threads.usable), log.message)
+    return ThreadTuner(threads.threads, threads.usable, log.message, others=others_cpu_seconds(allowed_cpus()[0]))
 
 
 def prepare_process(cfg: Any, device: torch.device | None) -> torch.device:
