@@ -6,7 +6,11 @@ stops itself), with torch's default thread count (one per usable core), with "au
 one thread. Each figure is `cgan run`'s own training time (the "s this session" of its done
 line, start-up and data loading excluded):
 
-    .venv/bin/python benchmarks/contention.py [--tries 3] [--data ../shared/datasets/facades] [--json OUT]
+    .venv/bin/python benchmarks/contention.py [--tries 3] [--loads both|quiet|competitors]
+        [--data ../shared/datasets/facades] [--json OUT]
+
+Each try runs every thread setting once, in turn, so that a drift of the machine's speed during
+the benchmark falls on all settings alike.
 
 Say what else ran on the machine when you record figures: the competitors are the only load
 this script adds.
@@ -32,8 +36,10 @@ CASES = {
                                        "--set", "data.load_size=143", "--set", "data.crop_size=128",
                                        "--set", "generator.depth=7"],
 }
-QUIET = ["--set", "train.eval_every=0", "--set", "train.sample_every=0", "--set", "train.checkpoint_every=100000",
-         "--set", "train.log_every=10"]
+# Training alone: the evaluations at step 0 and at the end shrink to one image without FID (with the
+# FID extra installed, the paper nets' final evaluation took longer than their 30 steps).
+QUIET = ["--set", "train.eval_every=0", "--set", "train.eval_images=1", "--set", "train.eval_fid=off",
+         "--set", "train.sample_every=0", "--set", "train.checkpoint_every=100000", "--set", "train.log_every=10"]
 
 
 CHOICE = re.compile(r"; (\d+ threads? \([^)]*\))\)$", re.M)
@@ -68,22 +74,29 @@ def main() -> None:
     parser.add_argument("--tries", type=int, default=1)
     parser.add_argument("--competitors", type=int, default=2)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "facades"))
+    parser.add_argument("--loads", choices=("both", "quiet", "competitors"), default="both",
+                        help="Run on the quiet machine, with the competitors, or both.")
     parser.add_argument("--json", dest="out", default=None)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = {"default": str(cores), "auto": "auto", "1 thread": "1"}
     results: dict[str, dict[str, list[float]]] = {}
+    loads = [load for load in ("quiet", f"{args.competitors} competitors")
+             if args.loads == "both" or (load == "quiet") == (args.loads == "quiet")]
     with tempfile.TemporaryDirectory() as tmp:
         for name, case in CASES.items():
             results[name] = {}
-            for load in ("quiet", f"{args.competitors} competitors"):
+            for load in loads:
                 busy = competitors(args.competitors) if load != "quiet" else []
                 try:
                     time.sleep(1 if busy else 0)
-                    for label, threads in settings.items():
-                        key = f"{load}, {label}"
-                        results[name][key] = [run(case, threads, args.data, Path(tmp)) for _ in range(args.tries)]
-                        print(f"{name} | {key}: {results[name][key]}", file=sys.stderr, flush=True)
+                    for _ in range(args.tries):  # the settings in turn, so that a drift of the machine hits each
+                        for label, threads in settings.items():
+                            key = f"{load}, {label}"
+                            results[name].setdefault(key, []).append(run(case, threads, args.data, Path(tmp)))
+                    for label in settings:
+                        print(f"{name} | {load}, {label}: {results[name][f'{load}, {label}']}", file=sys.stderr,
+                              flush=True)
                 finally:
                     for process in busy:
                         process.kill()
@@ -92,7 +105,7 @@ def main() -> None:
               "auto": NOTES}
     print(f"| run | {' | '.join(next(iter(results.values())))} |")
     for name, row in results.items():
-        quiet = min(row["quiet, default"])
+        quiet = min(row.get("quiet, default") or row[next(iter(row))])
         cells = [f"{min(v):.1f}-{max(v):.1f} s ({min(v) / quiet:.2f}x)" if len(v) > 1 else f"{v[0]:.1f} s "
                  f"({v[0] / quiet:.2f}x)" for v in row.values()]
         print(f"| {name} | {' | '.join(cells)} |")
