@@ -206,18 +206,20 @@ class ThreadTuner:
             self.moved = 0
             moved = "rose" if per_step > self.baseline else "fell"
             toward = self.threads - 1 if moved == "rose" else self.threads + 1
-            if others is not None and (others < 0.5 if moved == "rose" else self.usable - others < toward - 0.5):
-                self.baseline = per_step  # the load does not explain the move: nothing to gain
+            if others is None:
+                unexplained = False  # no load to read: step times alone decide
+            elif moved == "rose":
+                unexplained = others < 0.5  # no other work to make room for
+            else:
+                unexplained = self.usable - others < toward - 0.5  # no free CPU for another thread
+            if unexplained or not 1 <= toward <= self.limit:
+                self.baseline = per_step  # no count to try, or the load does not explain the move: the new normal
                 return
             self.announce(f"threads: step time {moved} from {self.baseline * 1000:.0f} to {per_step * 1000:.0f} ms "
-                          f"with {self.threads}; trying other counts")
+                          f"with {self.threads}; trying {toward}")
             self.results = {self.threads: per_step}
-            self.trials = [toward] if 1 <= toward <= self.limit else []
             self.baseline = None
-            if self.trials:
-                self._use(self.trials.pop(0))
-            else:
-                self.results = {}
+            self._use(toward)
 
     def _use(self, threads: int) -> None:
         self.threads = threads

@@ -94,7 +94,14 @@ def test_the_tuner_tries_nothing_when_the_load_does_not_explain_the_move():
     assert used == [1] and tuner.baseline == 1.2
     tuner.judge(0.6, others=0.0)
     tuner.judge(0.6, others=0.0)  # faster and the other work ended: try 2
-    assert used == [1, 2]
+    assert used == [1, 2] and said[-1].endswith("trying 2")
+    tuner.judge(0.5, others=0.0)  # 2 threads faster: kept
+    assert tuner.threads == 2 and "threads: 2 per step-time trial" in said[-1]
+    tuner.judge(0.5, others=0.0)  # the new baseline
+    before = list(said)
+    tuner.judge(0.2, others=0.0)
+    tuner.judge(0.2, others=0.0)  # faster still, but 2 is every usable CPU: nothing to try, nothing said
+    assert used == [1, 2] and tuner.baseline == 0.2 and said == before
 
 
 def test_the_others_clock_counts_other_processes():
