@@ -155,7 +155,6 @@ class ThreadTuner:
         self.baseline: float | None = None  # seconds per step of the current count, when settled
         self.warm = False  # the first window (warm-up) was seen
         self.moved = 0  # windows in a row away from the baseline
-        self.trials: list[int] = []  # counts still to try
         self.results: dict[int, float] = {}
         self.started, self.steps = time.perf_counter(), 0
 
@@ -163,7 +162,10 @@ class ThreadTuner:
         """Drop the window so far: the loop did other work (samples, evaluation, a checkpoint)."""
         self.started, self.steps = time.perf_counter() if now is None else now, 0
         if self.others is not None:
-            self.others_at = self.others()
+            try:
+                self.others_at = self.others()
+            except (OSError, ValueError):
+                self.others = None
 
     def step_done(self, now: float | None = None) -> None:
         """Count a finished step; at the end of a window, judge it."""
@@ -175,18 +177,19 @@ class ThreadTuner:
         self.started, self.steps = now, 0
         load = None
         if self.others is not None:
-            reading = self.others()
-            load, self.others_at = max(0.0, (reading - self.others_at) / elapsed), reading
+            try:
+                reading = self.others()
+            except (OSError, ValueError):  # the system stopped saying: step times alone decide from now on
+                self.others = None
+            else:
+                load, self.others_at = max(0.0, (reading - self.others_at) / elapsed), reading
         self.judge(per_step, load)
 
     def judge(self, per_step: float, others: float | None = None) -> None:
         """Take one window's seconds per step for the current count, and how many CPUs other work
         kept busy meanwhile (None where unknown)."""
-        if self.trials or self.results:  # exploring: record, then try the next count or settle
+        if self.results:  # a trial window: compare with the count before it and keep the faster
             self.results[self.threads] = per_step
-            if self.trials:
-                self._use(self.trials.pop(0))
-                return
             best = min(self.results, key=self.results.get)
             times = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in sorted(self.results.items()))
             self.results = {}

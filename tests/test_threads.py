@@ -104,6 +104,21 @@ def test_the_tuner_tries_nothing_when_the_load_does_not_explain_the_move():
     assert used == [1, 2] and tuner.baseline == 0.2 and said == before
 
 
+def test_a_clock_that_stops_answering_leaves_the_step_times_to_decide():
+    calls = []
+
+    def failing() -> float:  # answers once, when the tuner starts, then fails as a vanished /proc/stat would
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError("/proc/stat is gone")
+        return 0.0
+
+    tuner = ThreadTuner(2, 2, lambda message: None, window=1.0, set_threads=lambda n: None, others=failing)
+    tuner.restart(now=0.0)  # the clock fails here: dropped
+    tuner.step_done(1.5)
+    assert tuner.others is None and tuner.warm
+
+
 def test_the_others_clock_counts_other_processes():
     clock = others_cpu_seconds(allowed_cpus()[0])
     if clock is None:
