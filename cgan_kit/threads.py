@@ -70,14 +70,15 @@ def _cpu_times(cpus: list[int], stat: Path) -> tuple[float, float]:
 def busy_cpus(cpus: list[int], interval: float = 0.2, stat: Path = Path("/proc/stat")) -> float:
     """How many of ``cpus`` other work keeps busy, sampled over ``interval`` seconds (0 where the
     system does not say)."""
+    clock = others_cpu_seconds(cpus, stat)
+    if clock is None:
+        return 0.0
     try:
-        busy_before, total_before = _cpu_times(cpus, stat)
+        start, wall = clock(), time.perf_counter()
         time.sleep(interval)
-        busy_after, total_after = _cpu_times(cpus, stat)
+        return max(0.0, (clock() - start) / (time.perf_counter() - wall))
     except (OSError, ValueError):
         return 0.0
-    elapsed = total_after - total_before
-    return len(cpus) * (busy_after - busy_before) / elapsed if elapsed > 0 else 0.0
 
 
 def others_cpu_seconds(cpus: list[int], stat: Path = Path("/proc/stat")) -> Callable[[], float] | None:
@@ -161,11 +162,19 @@ class ThreadTuner:
     def restart(self, now: float | None = None) -> None:
         """Drop the window so far: the loop did other work (samples, evaluation, a checkpoint)."""
         self.started, self.steps = time.perf_counter() if now is None else now, 0
-        if self.others is not None:
-            try:
-                self.others_at = self.others()
-            except (OSError, ValueError):
-                self.others = None
+        reading = self._read_others()
+        if reading is not None:
+            self.others_at = reading
+
+    def _read_others(self) -> float | None:
+        """The others clock now; None, and no clock from then on, where the system stopped saying."""
+        if self.others is None:
+            return None
+        try:
+            return self.others()
+        except (OSError, ValueError):  # step times alone decide from now on
+            self.others = None
+            return None
 
     def step_done(self, now: float | None = None) -> None:
         """Count a finished step; at the end of a window, judge it."""
@@ -175,14 +184,9 @@ class ThreadTuner:
             return
         per_step, elapsed = (now - self.started) / self.steps, now - self.started
         self.started, self.steps = now, 0
-        load = None
-        if self.others is not None:
-            try:
-                reading = self.others()
-            except (OSError, ValueError):  # the system stopped saying: step times alone decide from now on
-                self.others = None
-            else:
-                load, self.others_at = max(0.0, (reading - self.others_at) / elapsed), reading
+        load, reading = None, self._read_others()
+        if reading is not None:
+            load, self.others_at = max(0.0, (reading - self.others_at) / elapsed), reading
         self.judge(per_step, load)
 
     def judge(self, per_step: float, others: float | None = None) -> None:
