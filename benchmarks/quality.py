@@ -53,6 +53,11 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "paper+ema": ("pix2pix_facades.toml", STABILIZER.format(type="ema", settings="decay = 0.999\n"), {}),
     "paper+spectral_norm": ("pix2pix_facades.toml",
                             STABILIZER.format(type="spectral_norm", settings='target = "critic"\n'), {}),
+    # the stable recipe's other parts, one at a time on the paper recipe
+    "paper+instance_norm": ("pix2pix_facades.toml", "", {"generator.norm": "instance"}),
+    "paper+resize_conv": ("pix2pix_facades.toml", "", {"generator.upsample": "resize_conv"}),
+    "paper+attention": ("pix2pix_facades.toml", "", {"generator.attention": [16]}),
+    "paper+ttur": ("pix2pix_facades.toml", "", {"optim.critic_lr_factor": 2.0}),
 }
 # candidates beyond the shipped recipes: variant -> (text in its recipe, what replaces it)
 EDITS: dict[str, list[tuple[str, str]]] = {
