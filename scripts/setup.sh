@@ -22,9 +22,19 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
         pip install "torch>=2.4"
     else
         echo "setup: no GPU: installing the CPU build of torch" >&2
-        # A local CPU wheel where the machine provides one, else PyTorch's CPU index.
-        pip install "torch==2.13.0+cpu" 2>/dev/null \
-            || pip install "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu
+        # A local CPU wheel where the machine provides one, else PyTorch's CPU index. The first try's
+        # errors are kept and shown if the second fails too (a full disk fails both, and says so first).
+        log="$(mktemp)"
+        if ! pip install "torch==2.13.0+cpu" 2>"$log"; then
+            if ! pip install "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu; then
+                echo "setup: the local CPU wheel failed too:" >&2
+                grep -v '^WARNING' "$log" >&2 || true
+                echo "setup: could not install torch; set TORCH_SPEC or TORCH_INDEX_URL (see the top of this file)" >&2
+                rm -f "$log"
+                exit 1
+            fi
+        fi
+        rm -f "$log"
     fi
 fi
 pip install -e ".[test]"
