@@ -62,6 +62,9 @@ sigma = 0.1
 type = "ema"
 decay = 0.9
 
+[[stabilizers]]
+type = "diffaugment"
+
 [train]
 steps = 6
 batch_size = 2

@@ -40,9 +40,14 @@ class Absolute(ReconstructionLoss):
 
 class CountUpdates(Stabilizer):
     capturable = False
+    augmented: list[tuple[str, bool]] = []  # (role, whether gradients flow back to a generator)
 
     def __init__(self):
         self.updates = 0
+
+    def augment(self, images, step, role):
+        CountUpdates.augmented.append((role, images.requires_grad))
+        return images
 
     def after_generator_step(self, generator, step, role):
         self.updates += 1
@@ -189,6 +194,8 @@ def test_a_component_of_every_kind_registered_in_process_trains_through_the_cli(
         path = tmp_path / "runs" / "every" / "checkpoints" / "step_00000003.safetensors"
         _, meta = state.read(path)
         assert meta["stabilizers"] == [{"updates": 3}]
+        # augment sees the critic update's real and generated pairs, then the generator update's, with its graph
+        assert CountUpdates.augmented == [("critic", False), ("critic", False), ("critic", True)] * 3
         rows = [json.loads(line) for line in (tmp_path / "runs" / "every" / "metrics.jsonl").read_text().splitlines()]
         assert [row["step"] for row in rows if "loss/g_squares" in row] == [1, 2, 3]
         assert any("eval/l1" in row for row in rows)

@@ -190,3 +190,55 @@ def test_a_method_with_two_critics_gets_a_pool_each_and_two_generators_an_averag
     normalize.setup(four, 10)
     assert parametrize.is_parametrized(critic_a[0], "weight") and parametrize.is_parametrized(critic_b[0], "weight")
     assert not parametrize.is_parametrized(generator_b[0], "weight")
+
+
+def test_diffaugment_moves_a_pair_as_one_and_lets_gradients_through():
+    torch.manual_seed(0)
+    half = torch.randn(8, 3, 16, 16)
+    pair = torch.cat([half, half], 1).requires_grad_(True)
+    out = make("diffaugment").augment(pair, 1, "critic")
+    assert out.shape == pair.shape
+    assert torch.equal(out[:, :3], out[:, 3:])  # the same transform for the input and output halves
+    out.sum().backward()
+    assert pair.grad is not None and pair.grad.abs().sum() > 0
+    # A fresh draw at every call: real and generated batches are not transformed alike.
+    again = make("diffaugment").augment(pair.detach(), 1, "critic")
+    assert not torch.equal(out.detach(), again)
+
+
+def test_diffaugment_translation_is_a_whole_pixel_shift_with_zero_fill():
+    torch.manual_seed(1)
+    images = torch.arange(1, 1 + 4 * 2 * 16 * 16, dtype=torch.float32).view(4, 2, 16, 16)
+    out = make("diffaugment", policy=["translation"], translation=0.25).augment(images, 1, "critic")
+    shifts = set()
+    for image, moved in zip(images, out):
+        padded = torch.nn.functional.pad(image, (4, 4, 4, 4))  # zeros around: what shifts in
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(padded[:, 4 - dy:20 - dy, 4 - dx:20 - dx], moved)]
+        assert len(found) == 1, found  # exactly one shift within the reach explains the output
+        shifts.add(found[0])
+    assert len(shifts) > 1  # each image its own draw
+    assert torch.equal(make("diffaugment", policy=["translation"], translation=0.0).augment(images, 1, "c"), images)
+
+
+def test_diffaugment_cutout_zeroes_one_rectangle_of_the_stated_size():
+    torch.manual_seed(2)
+    images = torch.ones(64, 3, 16, 16)
+    out = make("diffaugment", policy=["cutout"], cutout=0.5).augment(images, 1, "critic")
+    zeroed = (out == 0).all(dim=1)  # every channel cut at the same pixels
+    assert torch.equal((out == 0).any(dim=1), zeroed)
+    for mask in zeroed:
+        rows, columns = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
+        assert 1 <= len(rows) <= 8 and 1 <= len(columns) <= 8
+        assert mask.sum() == len(rows) * len(columns)  # one solid rectangle, cut at most by the border
+    assert zeroed.sum(dim=(1, 2)).float().mean() > 40  # mostly whole 8x8 squares
+
+
+def test_diffaugment_color_changes_values_per_image_and_checks_its_policy():
+    torch.manual_seed(3)
+    images = torch.rand(16, 6, 8, 8) * 2 - 1
+    out = make("diffaugment", policy=["color"]).augment(images, 1, "critic")
+    assert out.shape == images.shape and not torch.allclose(out, images)
+    policy = plugins.registry().get("stabilizer", "diffaugment").param("policy")
+    assert check_value(["translation", "cutout"], policy.annotation)[1] is None
+    assert "did you mean" in check_value(["cutuot"], policy.annotation)[1]

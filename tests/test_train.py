@@ -41,6 +41,9 @@ sigma = 0.1
 [[stabilizers]]
 type = "ema"
 decay = 0.9
+
+[[stabilizers]]
+type = "diffaugment"
 """
 
 

@@ -111,6 +111,12 @@ class Stabilizer:
         """Change what the critic ``role`` sees in its own update (noise, a pool of past fakes)."""
         return real, fake
 
+    def augment(self, images: Tensor, step: int | Tensor, role: str) -> Tensor:
+        """Transform every batch the critic ``role`` scores in training, real and generated alike, in its
+        own update (after ``critic_inputs``) and in the generators' (differentiable augmentation): the
+        generators learn through the transform, so it must be differentiable."""
+        return images
+
     def after_generator_step(self, generator: nn.Module, step: int | Tensor, role: str) -> None:
         """Called after every update of the generator ``role`` (a moving average updates here)."""
 

@@ -3,7 +3,7 @@
 A method calls the networks through ``forward`` (compiled ones under ``train.compile``), updates
 them with ``update`` (gradients averaged across processes, non-finite losses skipped on the device,
 gradient norms logged) and lets the recipe's stabilizers act through ``critic_inputs``,
-``targets`` and ``after_generator_step``. Precision, compilation, CUDA graphs and distribution
+``augment``, ``targets`` and ``after_generator_step``. Precision, compilation, CUDA graphs and distribution
 stay the engine's: a method written against the Kit gets them all.
 """
 
@@ -51,7 +51,15 @@ class Kit:
         """What the critic ``role`` sees in its update, after every stabilizer had its say."""
         for stabilizer in self.models.stabilizers:
             real, fake = stabilizer.critic_inputs(real, fake, step, role=role)
-        return real, fake
+        return self.augment(role, real, step), self.augment(role, fake, step)
+
+    def augment(self, role: str, images: Tensor, step: int | Tensor) -> Tensor:
+        """What the critic ``role`` sees of generated images in a generator update: the stabilizers'
+        augmentation, which ``critic_inputs`` applies in the critic's own update, so that the critic
+        judges the same kind of input in both."""
+        for stabilizer in self.models.stabilizers:
+            images = stabilizer.augment(images, step, role=role)
+        return images
 
     def targets(self, role: str, real_target: Tensor, fake_target: Tensor,
                 step: int | Tensor) -> tuple[Tensor, Tensor]:

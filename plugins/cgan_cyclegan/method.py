@@ -91,7 +91,8 @@ class CycleGAN(Method):
         with kit.autocast:
             fake_b, fake_a = a_to_b(real_a), b_to_a(real_b)
             rec_a, rec_b = b_to_a(fake_b), a_to_b(fake_a)
-            scores_b, scores_a = kit.forward["critic_b"](fake_b).float(), kit.forward["critic_a"](fake_a).float()
+            scores_b = kit.forward["critic_b"](kit.augment("critic_b", fake_b, step)).float()
+            scores_a = kit.forward["critic_a"](kit.augment("critic_a", fake_a, step)).float()
         terms = {f"loss/g_{item.name}": item.weight * (item.loss.generator_loss(scores_b)
                                                        + item.loss.generator_loss(scores_a))
                  for item in kit.adversarial}

@@ -88,7 +88,7 @@ class Pix2Pix(Method):
             with kit.autocast:
                 if k > 0:
                     fake = run_generator(inputs)  # the previous fake predates the last update
-                fake_scores_g = run_critic(torch.cat([inputs, fake], 1)).float()
+                fake_scores_g = run_critic(kit.augment("critic", torch.cat([inputs, fake], 1), step)).float()
             fake = fake.float()
             terms = {f"loss/g_{item.name}": item.weight * item.loss.generator_loss(fake_scores_g)
                      for item in kit.adversarial}

@@ -1,5 +1,6 @@
-"""Built-in stabilizers: label smoothing and flipping, instance noise, a history buffer of past
-fakes, a moving average of the generators, and spectral normalization of critics or generators.
+"""Built-in stabilizers: label smoothing and flipping, instance noise, differentiable augmentation,
+a history buffer of past fakes, a moving average of the generators, and spectral normalization of
+critics or generators.
 
 They act on networks by role, so they work with any method: a method with two critics gets a
 history pool per critic, one with two generators a moving average of each."""
@@ -82,6 +83,74 @@ class InstanceNoise(Stabilizer):
         # the step, so a captured step (whose step is a tensor) draws the very same ones.
         sigma = self.sigma * _strength(self.decay, step, self.total_steps)
         return real_pair + sigma * torch.randn_like(real_pair), fake_pair + sigma * torch.randn_like(fake_pair)
+
+
+Augmentation = Literal["color", "translation", "cutout"]
+
+
+class DiffAugment(Stabilizer):
+    """Differentiable augmentation (Zhao et al., 2020): every batch a critic scores in training, real
+    or generated, in the critic's update and in the generators', gets a fresh random transform, the
+    same for all of an image's channels (an input|output pair moves as one). Only tensor arithmetic
+    and indexing: the generators learn through it, and a captured step can replay it."""
+
+    capturable = True
+
+    def __init__(self, policy: tuple[str, ...], translation: float, cutout: float):
+        self.policy, self.translation, self.cutout = policy, translation, cutout
+
+    def augment(self, images: Tensor, step: int | Tensor, role: str) -> Tensor:
+        for name in self.policy:
+            if name == "color":
+                images = _color(images)
+            elif name == "translation" and self.translation > 0:
+                images = _translate(images, self.translation)
+            elif name == "cutout" and self.cutout > 0:
+                images = _cut_out(images, self.cutout)
+        return images
+
+
+def _color(images: Tensor) -> Tensor:
+    """Random brightness (+-0.5), saturation (x0-2 around the channel mean) and contrast (x0.5-1.5
+    around the image mean), one draw of each per image."""
+    def draw(low: float, high: float) -> Tensor:
+        return torch.rand(images.shape[0], 1, 1, 1, device=images.device, dtype=images.dtype) * (high - low) + low
+
+    images = images + draw(-0.5, 0.5)
+    mean = images.mean(dim=1, keepdim=True)
+    images = (images - mean) * draw(0.0, 2.0) + mean
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) * draw(0.5, 1.5) + mean
+
+
+def _translate(images: Tensor, fraction: float) -> Tensor:
+    """Shift each image by a random whole number of pixels, up to ``fraction`` of its height and
+    width each way, filling with zeros (mid-grey in [-1, 1])."""
+    batch, _, height, width = images.shape
+    reach_y, reach_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
+    device = images.device
+    shift_y = torch.randint(-reach_y, reach_y + 1, (batch, 1, 1), device=device)
+    shift_x = torch.randint(-reach_x, reach_x + 1, (batch, 1, 1), device=device)
+    # Index into a copy padded by one zero pixel: a source row or column outside the image reads the padding.
+    rows = (torch.arange(height, device=device).view(1, -1, 1) - shift_y + 1).clamp(0, height + 1)
+    columns = (torch.arange(width, device=device).view(1, 1, -1) - shift_x + 1).clamp(0, width + 1)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, C)
+    picked = padded[torch.arange(batch, device=device).view(-1, 1, 1), rows, columns]  # (B, H, W, C)
+    return picked.permute(0, 3, 1, 2)
+
+
+def _cut_out(images: Tensor, fraction: float) -> Tensor:
+    """Zero one rectangle per image, ``fraction`` of its height and width, centred anywhere in it
+    (so it may be cut by the border)."""
+    batch, _, height, width = images.shape
+    device = images.device
+    size_y, size_x = int(height * fraction + 0.5), int(width * fraction + 0.5)
+    top = torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), device=device) - size_y // 2
+    left = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), device=device) - size_x // 2
+    ys = torch.arange(height, device=device).view(1, -1, 1)
+    xs = torch.arange(width, device=device).view(1, 1, -1)
+    inside = (ys >= top) & (ys < top + size_y) & (xs >= left) & (xs < left + size_x)
+    return images * (~inside).unsqueeze(1).to(images.dtype)
 
 
 class HistoryBuffer(Stabilizer):
@@ -246,6 +315,23 @@ def instance_noise(sigma: Annotated[float, Range(ge=0)] = 0.1, decay: Decay = "l
     return InstanceNoise(sigma, decay)
 
 
+def diffaugment(policy: list[Augmentation] = ("color", "translation", "cutout"),
+                translation: Annotated[float, Range(ge=0, le=0.5)] = 0.125,
+                cutout: Annotated[float, Range(ge=0, le=1)] = 0.5) -> Stabilizer:
+    """Differentiable augmentation of everything the critic scores, real and generated (Zhao et al., 2020).
+
+    The critic never sees an unaugmented image, so it cannot memorize a small training set; the
+    generator learns through the same transforms. Helps most on small data and long runs.
+
+    Args:
+        policy: The transforms, applied in this order: "color" (brightness, saturation, contrast),
+            "translation" (a shift with zero fill), "cutout" (a zeroed rectangle).
+        translation: Largest shift, as a fraction of the image's height and width.
+        cutout: Side of the zeroed rectangle, as a fraction of the image's height and width.
+    """
+    return DiffAugment(tuple(policy), translation, cutout)
+
+
 def history_buffer(size: Annotated[int, Range(ge=0, le=10000)] = 50,
                    probability: Annotated[float, Range(ge=0, le=1)] = 0.5) -> Stabilizer:
     """Show the critic past fakes: a pool of generated pairs, as pix2pix and CycleGAN use.
@@ -293,6 +379,7 @@ def register_stabilizers(register: Any) -> None:
     register("label_smoothing", label_smoothing)
     register("label_flipping", label_flipping)
     register("instance_noise", instance_noise)
+    register("diffaugment", diffaugment)
     register("history_buffer", history_buffer)
     register("ema", ema)
     register("spectral_norm", spectral_norm)

@@ -67,8 +67,9 @@ class TwoWay(Method):
         for role in ("critic_a", "critic_b"):
             kit.networks[role].requires_grad_(False)
         with kit.autocast:
-            scores_b = kit.forward["critic_b"](torch.cat([a, fake_b], 1)).float()
-            scores_a = kit.forward["critic_a"](torch.cat([b, fake_a], 1)).float()
+            # kit.augment: what the critics' own update applies to their inputs (diffaugment), here too
+            scores_b = kit.forward["critic_b"](kit.augment("critic_b", torch.cat([a, fake_b], 1), step)).float()
+            scores_a = kit.forward["critic_a"](kit.augment("critic_a", torch.cat([b, fake_a], 1), step)).float()
             cycle_a, cycle_b = b_to_a(fake_b).float(), a_to_b(fake_a).float()
         fake_a, fake_b = fake_a.float(), fake_b.float()
         terms = {}
