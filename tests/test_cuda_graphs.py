@@ -82,7 +82,7 @@ def test_the_capture_ready_step_trains_like_the_eager_loop(tiny_recipe, tmp_path
     assert eager.keys() == graph.keys()
     # The only difference allowed: fused Adam reads a captured rate as float32, the eager one as float64.
     for key in eager:
-        assert torch.allclose(eager[key].double(), graph[key].double(), rtol=1e-5, atol=1e-6), (key, tmp_path)
+        assert torch.allclose(eager[key].double(), graph[key].double(), rtol=1e-5, atol=1e-6), key
     rows = {name: [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("eager", "graph")}
     logged = [r for r in rows["graph"] if "loss/critic" in r]
