@@ -15,7 +15,7 @@ import torch
 from cgan_kit.outputs import metrics
 from cgan_kit.errors import CganError
 from conftest import FACADES, ROOT, cgan
-from test_translate import invoke, one_error, trained_facades_run, trained_tiny_run
+from test_translate import digests, invoke, one_error, rebuilt_generator, trained_facades_run, trained_tiny_run
 
 FID_INSTALLED = metrics.fid_available()
 needs_fid = pytest.mark.skipif(not FID_INSTALLED,
@@ -168,6 +168,43 @@ def test_eval_on_real_photos_with_the_data_root_overridden(tmp_path_factory, tmp
     assert report["psnr"] == pytest.approx(logged["eval/psnr"], abs=1e-3)
     if FID_INSTALLED:
         assert report["fid"] > 0
+
+
+def test_paper_mode_measures_each_image_in_training_mode_under_the_seed(tmp_path_factory):
+    # mmagic's published pix2pix FIDs are of the generator in training mode at test time (the paper's
+    # protocol): --mode paper measures that, each image alone and under the seed, as translate does.
+    from cgan_kit.config.build import build_dataset
+    from cgan_kit.config.recipe import load
+    from cgan_kit.outputs.evaluation import evaluate_checkpoint
+    from cgan_kit.plugin_api import plugins
+
+    run = trained_facades_run(tmp_path_factory)  # batch norm and dropout
+    before = digests(run / "checkpoints")
+    reports = {(mode, seed): evaluate_checkpoint(run, fid=False, mode=mode, seed=seed, quiet=True)
+               for mode, seed in (("paper", 0), ("paper", 1), ("eval", 0))}
+    again = evaluate_checkpoint(run, fid=False, mode="paper", seed=0, quiet=True, batch_size=3)
+    assert digests(run / "checkpoints") == before  # running statistics neither used nor updated
+    assert again["l1"] == reports["paper", 0]["l1"]  # one image at a time whatever --batch-size says
+    assert reports["paper", 0]["mode"] == "paper" and reports["paper", 0]["seed"] == 0
+    assert reports["eval", 0]["mode"] == "eval" and "seed" not in reports["eval", 0]
+    assert reports["paper", 1]["l1"] != reports["paper", 0]["l1"]  # dropout is on
+    assert abs(reports["eval", 0]["l1"] - reports["paper", 0]["l1"]) > 1e-3
+
+    # By hand: the generator in training mode, one test image at a time, the seed set before each.
+    generator = rebuilt_generator(run).train()
+    dataset = build_dataset(load(run / "recipe.toml"), plugins.registry(), "test", augment=False)
+    distances = []
+    with torch.no_grad():
+        for example in (dataset[i] for i in range(len(dataset))):
+            torch.manual_seed(1)
+            output = generator(example["input"][None]).float()
+            distances.append((output - example["target"][None]).abs().mean().item())
+    assert reports["paper", 1]["images"] == len(distances) == len(dataset) > 1
+    assert reports["paper", 1]["l1"] == pytest.approx(sum(distances) / len(distances), abs=1e-6)
+
+    result = invoke("eval", str(run), "--mode", "paper", "--seed", "1", "--no-fid")
+    assert result.exit_code == 0, result.output
+    assert "paper mode, seed 1" in result.stdout and f"{reports['paper', 1]['l1']:.4f}" in result.stdout
 
 
 def test_eval_errors_are_one_line(tmp_path_factory, tmp_path):

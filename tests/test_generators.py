@@ -13,7 +13,7 @@ from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu, relu
 from cgan_pix2pix.generators import resnet, unet
 from cgan_pix2pix.layers import Layers, SelfAttention, crop, pad_to_multiple
-from cgan_pix2pix.norms import batch, instance, spectral
+from cgan_pix2pix.norms import batch, instance, none, spectral
 
 
 def count(module: nn.Module) -> int:
@@ -73,12 +73,28 @@ def test_unet_dropout_sits_in_the_blocks_above_the_innermost_as_the_reference():
 
 
 @pytest.mark.parametrize("size", [(33, 47), (300, 200), (16, 16), (1, 5)])
-@pytest.mark.parametrize("upsample", ["transpose", "resize_conv"])
+@pytest.mark.parametrize("upsample", ["transpose", "resize_conv", "bilinear_conv"])
 def test_unet_any_size(size, upsample):
     model = small_unet(upsample=upsample, attention=[8])
     out = model(torch.randn(2, 3, *size))
     assert out.shape == (2, 3, *size)
     assert out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resize_upsampling_is_the_resize_then_a_3x3_convolution(mode):
+    from cgan_pix2pix.layers import Layers, upsample
+
+    layer = upsample(4, 6, 4, "resize_conv" if mode == "nearest" else "bilinear_conv", Layers(none(), "normal", 0.02),
+                     bias=True)
+    conv = layer[1]
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+    x = torch.randn(2, 4, 5, 7)
+    resized = F.interpolate(x, scale_factor=2, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    torch.testing.assert_close(layer(x), conv(resized))
+    assert layer(x).shape == (2, 6, 10, 14)
+    if mode == "bilinear":  # no 2x2 blocks: neighbouring output pixels of one input pixel differ
+        assert not torch.equal(resized[..., 0::2, 0::2], resized[..., 1::2, 1::2])
 
 
 @pytest.mark.parametrize("channels", [(1, 1), (4, 4), (3, 1), (1, 3)])
@@ -141,7 +157,7 @@ def test_resnet_any_size(size, channels):
 
 
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zeros"])
-@pytest.mark.parametrize("upsample", ["transpose", "resize_conv"])
+@pytest.mark.parametrize("upsample", ["transpose", "resize_conv", "bilinear_conv"])
 def test_resnet_options(padding, upsample):
     model = small_resnet(padding=padding, upsample=upsample, downsamplings=3, dropout=0.5)
     assert model(torch.randn(2, 3, 21, 30)).shape == (2, 3, 21, 30)

@@ -620,21 +620,28 @@ def translate(run_or_checkpoint: str, inputs: tuple[str, ...], out: str, ema: bo
 @click.option("--ema/--no-ema", default=None, help=EMA_HELP)
 @click.option("--images", "limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the first N examples of the split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--mode", type=click.Choice(["eval", "paper"]), default="eval", show_default=True,
+              help=TRANSLATE_MODE_HELP + " mmagic's published pix2pix FIDs were measured in paper mode.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the dropout masks in --mode paper (the same images as cgan translate --mode paper "
+                   "--seed writes).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images of equal size generated together (eval mode).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @which_checkpoint
 @which_direction
 @threads_option
 def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid: bool | None, ema: bool | None,
-                 limit: int | None, batch_size: int, device: str, as_json: bool, which: str,
+                 limit: int | None, mode: str, seed: int, batch_size: int, device: str, as_json: bool, which: str,
                  direction: str | None, threads: str) -> None:
     """Measure a trained generator on a split of its recipe's data.
 
     RUN_OR_CHECKPOINT is a run folder, a checkpoint or a model folder (which keeps the recipe's
     [data] table; --data points it at another dataset folder).
 
-    Eval-mode generator (EMA weights when present) on the data as the recipe evaluates it. L1 is in
+    The generator (EMA weights when present) in eval mode, or with --mode paper in the pix2pix
+    paper's test-time mode, on the data as the recipe evaluates it. L1 is in
     the [-1, 1] units of the models; PSNR (dB) and SSIM (11x11 Gaussian window, sigma 1.5) are on
     [0, 1] images; each is averaged over images. FID and KID compare Inception features of the
     outputs with those of the real targets (both biased on small sets: compare like with like).
@@ -643,12 +650,14 @@ def eval_command(run_or_checkpoint: str, data_root: str | None, split: str, fid:
 
     _threads(threads)
     report = evaluate_checkpoint(run_or_checkpoint, data_root=data_root, split=split, fid=fid, ema=ema,
-                                 batch_size=batch_size, limit=limit, device=device, which=which, direction=direction)
+                                 batch_size=batch_size, limit=limit, device=device, which=which, direction=direction,
+                                 mode=mode, seed=seed)
     if as_json:
         click.echo(json.dumps(report))
         return
     weights = "EMA weights" if report["ema"] else "trained weights"
-    click.echo(f"{report['checkpoint']} (step {report['step']}, {weights}, {report['direction']}): "
+    how = "eval mode" if mode == "eval" else f"paper mode, seed {seed}"
+    click.echo(f"{report['checkpoint']} (step {report['step']}, {weights}, {how}, {report['direction']}): "
                f"{report['split']} split, {report['images']} images")
     if "l1" in report:
         click.echo(f"  L1    {report['l1']:.4f}  (in [-1, 1] units)")

@@ -13,7 +13,7 @@ import torch
 from cgan_kit.config.build import Models, build_dataset
 from cgan_kit.data import distinct_images, eval_loader
 from cgan_kit.errors import CganError
-from cgan_kit.inference.translate import load_generator
+from cgan_kit.inference.translate import load_generator, set_mode
 from cgan_kit.outputs.metrics import (FID_EXTRA, LOWER_IS_BETTER, SSIM_WINDOW, Inception, fid_available,
                                       frechet_distance, image_measures, inception_weights,
                                       kernel_inception_distance)
@@ -164,12 +164,19 @@ def improves(results: dict[str, float], best: dict[str, Any] | None, key: str) -
 def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split: str = "test",
                         fid: bool | None = None, ema: bool | None = None, batch_size: int = 8,
                         limit: int | None = None, device: str = "auto", warn: Any = None, which: str = "latest",
-                        direction: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                        direction: str | None = None, quiet: bool = False, mode: str = "eval",
+                        seed: int = 0) -> dict[str, Any]:
     """Run a checkpoint's generator for ``direction`` (the EMA copy when present) over a split of
     its recipe's data: L1, PSNR and SSIM against the targets where they are its outputs' pairs (a
     paired method, or held-out data that says it is paired), the cycle error where the method
     translates back, and FID and KID against the real images of the target side (their features
-    cached: real_features.py). Progress goes to stderr unless ``quiet``."""
+    cached: real_features.py). Progress goes to stderr unless ``quiet``.
+
+    ``mode`` is the generator's test-time behaviour, as ``cgan translate --mode`` has it: "eval"
+    (running statistics, no dropout) or "paper" (the pix2pix paper's, and the one mmagic's published
+    FIDs were measured in: each image normalized by its own statistics, dropout on, one image at a
+    time, each under ``seed``, so the outputs measured are those ``cgan translate --mode paper``
+    writes)."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     message = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     if fid is None:
@@ -185,6 +192,10 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
         raise CganError(f"the {split} split of the recipe's data holds no examples")
+    set_mode(loaded.generator, mode)
+    if loaded.back is not None:
+        set_mode(loaded.back, mode)
+    batch_size = 1 if mode == "paper" else batch_size  # paper: each image's own batch statistics
     loader = eval_loader(dataset, batch_size, count, 0, loaded.device)  # one at a time where sizes vary
     # Unpaired domains of unequal size: each image counts once (the smaller domain's would repeat).
     count, real_count = (distinct_images(loader.dataset, key) for key in (loaded.source, loaded.target))
@@ -196,10 +207,13 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
     fake_features: list[torch.Tensor] = []
     seen = 0
     what = "generating and measuring" + (" (with Inception features)" if inception is not None else "")
-    with torch.no_grad(), Progress(f"{what} {split}", count, quiet=quiet) as progress:
+    rng = torch.random.fork_rng(devices=[loaded.device] if loaded.device.type == "cuda" else [])
+    with torch.no_grad(), rng, Progress(f"{what} {split}", count, quiet=quiet) as progress:
         for batch in first(loader, count):
             _check_fits(loaded, batch)
             inputs, targets = batch[loaded.source].to(loaded.device), batch[loaded.target].to(loaded.device).float()
+            if mode == "paper":
+                torch.manual_seed(seed)  # the dropout masks cgan translate --mode paper --seed draws
             outputs = loaded.generator(inputs).float()
             if paired and outputs.shape != targets.shape:  # unpaired images may differ in size
                 raise CganError(f"the generator's outputs {list(outputs.shape)} do not match the targets "
@@ -219,7 +233,7 @@ def evaluate_checkpoint(target: str | Path, data_root: str | None = None, split:
             progress.advance(inputs.shape[0])
     report: dict[str, Any] = {
         "checkpoint": str(loaded.path), "step": loaded.step, "direction": loaded.direction, "split": split,
-        "images": seen, "ema": loaded.ema,
+        "images": seen, "ema": loaded.ema, "mode": mode, **({"seed": seed} if mode == "paper" else {}),
         **{name: value / seen for name, value in sums.items()},
     }
     if inception is not None:

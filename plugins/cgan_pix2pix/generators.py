@@ -44,7 +44,8 @@ def unet(
         dropout: Dropout rate in the depth - 5 decoder blocks just above the innermost (3 at depth 8, as in
             the paper and the reference); 0 disables it.
         upsample: "transpose" for 4x4 transposed convolutions, "resize_conv" for nearest-neighbour resizing then
-            a 3x3 convolution (no checkerboard artifacts).
+            a 3x3 convolution (no checkerboard artifacts), "bilinear_conv" for bilinear resizing then a 3x3
+            convolution.
         attention: Downsampling factors (powers of two up to 2**depth) of the feature maps to put a SAGAN
             self-attention block on, in the decoder just before they are upsampled; [8] attends over the
             32x32 maps of a 256x256 input. Cost grows with the square of the map's pixel count.
@@ -87,7 +88,7 @@ def resnet(
             or "zeros".
         dropout: Dropout rate between the two convolutions of each residual block; 0 disables it.
         upsample: "transpose" for 3x3 transposed convolutions, "resize_conv" for nearest-neighbour resizing then
-            a 3x3 convolution.
+            a 3x3 convolution, "bilinear_conv" for bilinear resizing then a 3x3 convolution.
         init: Weight initialization: "normal" (N(0, init_gain), the paper's), "xavier", "kaiming" or "orthogonal".
         init_gain: Standard deviation for "normal", gain for "xavier" and "orthogonal"; unused by "kaiming".
     """

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from cgan_kit import Norm
 from cgan_pix2pix.init import Init, initialize
 
-Upsample = Literal["transpose", "resize_conv"]
+Upsample = Literal["transpose", "resize_conv", "bilinear_conv"]
 
 
 class Layers:
@@ -51,16 +51,18 @@ class SelfAttention(nn.Module):
 
 def upsample(in_channels: int, out_channels: int, kernel: int, mode: Upsample, layers: Layers,
              bias: bool) -> nn.Module:
-    """Double the resolution: a transposed convolution, or nearest-neighbour resizing then a 3x3
-    convolution (Odena et al., free of checkerboard artifacts)."""
+    """Double the resolution: a transposed convolution, or nearest-neighbour ("resize_conv") or
+    bilinear ("bilinear_conv") resizing then a 3x3 convolution (Odena et al., free of checkerboard
+    artifacts; bilinear also leaves no 2x2 blocks for the convolution to smooth)."""
     if mode == "transpose":
         padding = (kernel - 1) // 2
         return layers.conv(nn.ConvTranspose2d(in_channels, out_channels, kernel, stride=2, padding=padding,
                                               output_padding=kernel % 2, bias=bias))
-    if mode == "resize_conv":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                             layers.conv(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)))
-    raise ValueError(f'unknown upsample "{mode}"; choose "transpose" or "resize_conv"')
+    if mode in ("resize_conv", "bilinear_conv"):
+        resize = (nn.Upsample(scale_factor=2, mode="nearest") if mode == "resize_conv" else
+                  nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        return nn.Sequential(resize, layers.conv(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)))
+    raise ValueError(f'unknown upsample "{mode}"; choose "transpose", "resize_conv" or "bilinear_conv"')
 
 
 Pads = tuple[int, int, int, int]
