@@ -18,7 +18,8 @@ median over its log intervals (evaluations excluded), which other work on the ma
 Runs are kept in ``--runs`` and reused: a finished run is read, not trained again, and an interrupted
 one resumes. The results go to OUT.json (every run, every curve), OUT.md (the table: mean +- sd over
 seeds of the final FID, KID, L1, PSNR, SSIM and time per step against the paper recipe's) and OUT.svg
-(FID against steps, one line per run). Record them in benchmarks/RESULTS.md.
+(FID against steps, one line per variant run with several seeds, the mean over them), OUT_screen.svg
+(the same for every variant). Record them in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -331,13 +332,18 @@ def write(args: argparse.Namespace, results: list[dict], timing: dict[str, float
     seeds = {variant: sum(r["variant"] == variant for r in results) for variant in curves}
     series = {f"{variant} ({seeds[variant]} seeds)" if seeds[variant] > 1 else variant:
               [(s, statistics.mean(fids)) for s, fids in sorted(steps.items())] for variant, steps in curves.items()}
-    chart = plot("FID on the 106 facades test photos against steps (128 px; mean over seeds)", series,
-                 width=760, height=max(360, 60 + 14 * len(series)))
-    if not chart:  # no finished run yet (a timing alone)
-        return
+    # Two charts: the variants run with several seeds alone (few lines, the legend clear of them), and
+    # every variant (the screen; its legend crosses the lowest lines).
+    several = {name: values for name, values in series.items() if name.endswith(" seeds)")}
+    charts = {out.with_suffix(".svg"): ("FID against steps, the variants run with several seeds (mean)", several),
+              out.with_name(out.name + "_screen.svg"): ("FID against steps, every variant (mean over seeds)", series)}
     style = "".join(line + "\n" for line in STYLE.splitlines() if line.startswith("svg"))  # the report's chart rules
-    opening = chart.index(">") + 1
-    out.with_suffix(".svg").write_text(chart[:opening] + f"<style>{style}</style>" + chart[opening:] + "\n")
+    for path, (title, lines) in charts.items():
+        chart = plot(f"{title}; 106 facades test photos, 128 px", lines, width=760,
+                     height=max(360, 60 + 14 * len(lines)))
+        if chart:  # else no finished run yet (a timing alone)
+            opening = chart.index(">") + 1
+            path.write_text(chart[:opening] + f"<style>{style}</style>" + chart[opening:] + "\n")
 
 
 if __name__ == "__main__":
