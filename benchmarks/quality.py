@@ -330,11 +330,12 @@ def write(args: argparse.Namespace, results: list[dict], timing: dict[str, float
         for s, f in r["fid_curve"]:
             curves.setdefault(r["variant"], {}).setdefault(s, []).append(f)
     seeds = {variant: sum(r["variant"] == variant for r in results) for variant in curves}
-    series = {f"{variant} ({seeds[variant]} seeds)" if seeds[variant] > 1 else variant:
-              [(s, statistics.mean(fids)) for s, fids in sorted(steps.items())] for variant, steps in curves.items()}
+    label = {variant: f"{variant} ({count} seeds)" if count > 1 else variant for variant, count in seeds.items()}
+    series = {label[variant]: [(s, statistics.mean(fids)) for s, fids in sorted(steps.items())]
+              for variant, steps in curves.items()}
     # Two charts: the variants run with several seeds alone (few lines, the legend clear of them), and
     # every variant (the screen; its legend crosses the lowest lines).
-    several = {name: values for name, values in series.items() if name.endswith(" seeds)")}
+    several = {label[variant]: series[label[variant]] for variant in curves if seeds[variant] > 1}
     charts = {out.with_suffix(".svg"): ("FID against steps, the variants run with several seeds (mean)", several),
               out.with_name(out.name + "_screen.svg"): ("FID against steps, every variant (mean over seeds)", series)}
     style = "".join(line + "\n" for line in STYLE.splitlines() if line.startswith("svg"))  # the report's chart rules

@@ -12,7 +12,7 @@ from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu, relu
 from cgan_pix2pix.generators import resnet, unet
-from cgan_pix2pix.layers import Layers, SelfAttention, crop, pad_to_multiple
+from cgan_pix2pix.layers import Layers, SelfAttention, crop, pad_to_multiple, upsample
 from cgan_pix2pix.norms import batch, instance, none, spectral
 
 
@@ -83,8 +83,6 @@ def test_unet_any_size(size, upsample):
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_resize_upsampling_is_the_resize_then_a_3x3_convolution(mode):
-    from cgan_pix2pix.layers import Layers, upsample
-
     layer = upsample(4, 6, 4, "resize_conv" if mode == "nearest" else "bilinear_conv", Layers(none(), "normal", 0.02),
                      bias=True)
     conv = layer[1]
