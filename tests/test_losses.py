@@ -13,10 +13,11 @@ from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.params import params_of, parse_docstring
 from cgan_pix2pix.activations import leaky_relu
 from cgan_pix2pix.critics import multiscale_patchgan, patchgan
-from cgan_pix2pix.losses import bce, hinge, l1, lsgan, wgan_gp
+from cgan_pix2pix.losses import bce, focal_frequency, hinge, l1, lsgan, wgan_gp
 from cgan_pix2pix.norms import instance
 
 ADVERSARIAL = {"bce": bce, "lsgan": lsgan, "hinge": hinge, "wgan_gp": wgan_gp}
+RECONSTRUCTION = {"l1": l1, "focal_frequency": focal_frequency}
 
 
 def scores(*values: float) -> torch.Tensor:
@@ -25,8 +26,8 @@ def scores(*values: float) -> torch.Tensor:
 
 def test_registered_and_documented():
     registry = plugins.registry()
-    assert {*ADVERSARIAL, "l1"} <= set(registry.names("loss"))
-    for name in (*ADVERSARIAL, "l1"):
+    assert {*ADVERSARIAL, *RECONSTRUCTION} <= set(registry.names("loss"))
+    for name in (*ADVERSARIAL, *RECONSTRUCTION):
         factory = registry.get("loss", name).factory
         typing.get_type_hints(factory, include_extras=True)  # every annotation resolves
         assert parse_docstring(factory.__doc__)[0], name
@@ -34,7 +35,7 @@ def test_registered_and_documented():
             assert param.annotation is not inspect.Parameter.empty, (name, param.name)
             assert not param.required and param.doc, (name, param.name)
     assert all(isinstance(factory(), AdversarialLoss) for factory in ADVERSARIAL.values())
-    assert isinstance(l1(), ReconstructionLoss)
+    assert all(isinstance(factory(), ReconstructionLoss) for factory in RECONSTRUCTION.values())
 
 
 def test_bce():
@@ -90,6 +91,51 @@ def test_l1():
     output = torch.tensor([[0.5, -1.0], [0.0, 1.0]])
     target = torch.tensor([[0.0, 1.0], [0.0, 0.5]])
     assert l1()(output, target).item() == pytest.approx((0.5 + 2 + 0 + 0.5) / 4)
+
+
+def wave(height: int, width: int, fy: int, fx: int) -> torch.Tensor:
+    """cos(2 pi (fy y / H + fx x / W)): one real frequency, at (fy, fx) and its mirror (-fy, -fx)."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.cos(2 * math.pi * (fy * y / height + fx * x / width))
+
+
+def test_focal_frequency_weighs_each_frequency_by_its_error():
+    target = torch.rand(1, 1, 8, 8)
+    # The error: amplitude 0.5 at frequency (0, 1) and 0.1 at (2, 3). With the orthonormal transform
+    # a wave of amplitude a over N = 64 pixels puts a^2 N / 4 on each of its two mirrored frequencies.
+    error = 0.5 * wave(8, 8, 0, 1) + 0.1 * wave(8, 8, 2, 3)
+    output = target + error
+    big, small = 0.5**2 * 64 / 4, 0.1**2 * 64 / 4
+    # alpha 0: every frequency weighs 1, so the loss is the mean squared pixel error (Parseval).
+    assert focal_frequency(alpha=0)(output, target).item() == pytest.approx((error**2).mean().item(), rel=1e-5)
+    # alpha 1: the worst frequency weighs 1, the other sqrt(small / big) = 0.2.
+    expected = (2 * big + 2 * 0.2 * small) / 64
+    assert focal_frequency(alpha=1)(output, target).item() == pytest.approx(expected, rel=1e-5)
+    assert focal_frequency(alpha=2)(output, target).item() == pytest.approx((2 * big + 2 * 0.04 * small) / 64,
+                                                                           rel=1e-5)
+    assert focal_frequency()(target, target).item() == 0  # no error, no loss (and no division by zero)
+
+
+def test_focal_frequency_weights_are_constants_and_per_image():
+    target = torch.zeros(2, 3, 8, 8)
+    output = (0.3 * wave(8, 8, 1, 2)).expand(2, 3, 8, 8).clone()
+    output[1] *= 2  # the second image errs twice as much: its weights are still relative to its own worst
+    output.requires_grad_(True)
+    loss = focal_frequency(alpha=1)(output, target)
+    # One frequency per image and channel, each its own worst (weight 1): the mean squared error.
+    assert loss.item() == pytest.approx((output**2).mean().item(), rel=1e-5)
+    loss.backward()
+    # With constant weights of 1 the gradient is MSE's, 2 x / numel; were the weights differentiated
+    # (distance^1.5) it would be larger.
+    torch.testing.assert_close(output.grad, 2 * output.detach() / output.numel())
+
+
+def test_focal_frequency_under_bf16():
+    target = torch.rand(1, 3, 16, 16)
+    output = target + 0.1 * wave(16, 16, 3, 1)
+    exact = focal_frequency()(output, target)
+    half = focal_frequency()(output.bfloat16(), target.bfloat16())
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(exact.item(), rel=0.05)
 
 
 def linear_critic() -> nn.Conv2d:
