@@ -108,12 +108,23 @@ EDITS: dict[str, list[tuple[str, str]]] = {
     "stable+lr_x2+l1_200+no_attention+constant_lr": WINNER + [('schedule = "linear_decay"\ndecay_start = 0.5',
                                                                'schedule = "constant"')],
     "stable+lr_x2+l1_200+no_attention+no_ttur": WINNER + [("critic_lr_factor = 2.0", "critic_lr_factor = 1.0")],
+    "stable+lr_x2+l1_200+no_attention+critic_lr_x4": WINNER + [("critic_lr_factor = 2.0", "critic_lr_factor = 4.0")],
     # the outputs lack detail (per-image std 0.25 against the photos' 0.43): the focal frequency loss
     # beside L1, weighted so that its gradient is about L1's (weight 1000) or a third of it (300)
     "stable+lr_x2+l1_200+no_attention+ffl_1000": WINNER + [(FFL_BEFORE, FFL.format(weight=1000.0) + FFL_BEFORE)],
     "stable+lr_x2+l1_200+no_attention+ffl_300": WINNER + [(FFL_BEFORE, FFL.format(weight=300.0) + FFL_BEFORE)],
+    # Adam as SAGAN and BigGAN ran it with hinge loss and spectral norm: no momentum, a shorter memory
+    "stable+lr_x2+l1_200+no_attention+betas_0_0.9": WINNER + [("betas = [0.5, 0.999]", "betas = [0.0, 0.9]")],
+    # spectral norm in the generator too, as SAGAN found steadier
+    "stable+lr_x2+l1_200+no_attention+sn_both": WINNER + [('target = "critic"', 'target = "both"')],
 }
 VARIANTS.update({name: VARIANTS["stable"] for name in EDITS})
+# outside the protocol, a diagnostic: evaluation resizes the test images straight to 128 px, while the
+# protocol trains on 128 px crops of 143 px images (objects 1.12x larger): the winner trained at the
+# test scale (load 128: no crop, flips only)
+VARIANTS["stable+lr_x2+l1_200+no_attention+load_128"] = ("pix2pix_facades_stable.toml", "",
+                                                         {"train.batch_size": 1, "data.load_size": 128})
+EDITS["stable+lr_x2+l1_200+no_attention+load_128"] = WINNER
 MEASURES = ("fid", "kid", "l1", "psnr", "ssim")
 
 

@@ -135,6 +135,25 @@ def test_facades_recipe_is_the_papers_networks():
     assert depth7["generator"]["parameters"] == 41_828_995
 
 
+def test_check_and_run_warn_of_a_stabilizer_that_the_loss_leaves_idle(tmp_path):
+    # Label smoothing only changes the critic's targets, which the hinge and Wasserstein losses
+    # ignore; the moving average beside it acts whatever the loss.
+    path = tmp_path / "idle.toml"
+    path.write_text(TINY_RECIPE.replace('type = "bce"', 'type = "hinge"')
+                    + f'out_dir = "{(tmp_path / "runs").as_posix()}"\n'
+                    + '\n[[stabilizers]]\ntype = "ema"\n\n[[stabilizers]]\ntype = "label_smoothing"\nreal = 0.9\n')
+    for loss in ("hinge", "wgan_gp"):
+        report = json.loads(cgan("check", str(path), "--json", "--set", f'losses[0].type="{loss}"', check=True).stdout)
+        assert len(report["warnings"]) == 1, report["warnings"]
+        expected = f'stabilizers[1] ("label_smoothing") only changes the critic\'s targets, which the loss "{loss}"'
+        assert report["warnings"][0].startswith(expected + " ignores: it has no effect")
+    for loss in ("bce", "lsgan"):
+        report = json.loads(cgan("check", str(path), "--json", "--set", f'losses[0].type="{loss}"', check=True).stdout)
+        assert report["warnings"] == [], loss
+    run = cgan("run", str(path), "--set", "train.steps=1", "--set", "train.eval_every=0", check=True)
+    assert sum('warning: stabilizers[1] ("label_smoothing")' in line for line in run.stderr.splitlines()) == 1
+
+
 def test_check_reports_the_data_and_says_how_to_fetch_a_missing_release(tmp_path):
     recipe = str(ROOT / "recipes" / "pix2pix_facades.toml")
     result = cgan("check", recipe, "--json", "--set", f"data.root={tmp_path / 'facades'}", check=True)

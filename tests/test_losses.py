@@ -76,6 +76,8 @@ def test_hinge_ignores_targets():
     assert loss.critic_loss(real, fake, ones, zeros).item() == pytest.approx(0.75)
     assert loss.critic_loss(real, fake, zeros, ones).item() == pytest.approx(0.75)
     assert loss.generator_loss(fake).item() == pytest.approx(1.0)
+    assert not loss.uses_targets and not wgan_gp().uses_targets  # label smoothing is idle beside them
+    assert bce().uses_targets and lsgan().uses_targets
 
 
 def test_wgan_ignores_targets():

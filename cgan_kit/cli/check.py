@@ -6,7 +6,8 @@ from typing import Any
 
 from cgan_kit.plugin_api import plugins
 from cgan_kit.plugin_api.contracts import AdversarialLoss
-from cgan_kit.config.build import build_dataset, build_loggers, build_models, channels, check_memory
+from cgan_kit.config.build import (build_dataset, build_loggers, build_models, channels, check_memory,
+                                   idle_stabilizers)
 from cgan_kit.errors import ArgumentError, CganError
 from cgan_kit.outputs.evaluation import resolve_evaluation
 from cgan_kit.config.recipe import Recipe, load
@@ -104,7 +105,7 @@ def summarize(path: str, overrides: list[str], size: int | None) -> dict[str, An
         "data": data,
         "evaluation": {"split": recipe.train.eval_split, "images": images, "fid": eval_fid == "on",
                        "best_metric": best_metric},
-        "warnings": padding_warnings(recipe, models, size),
+        "warnings": padding_warnings(recipe, models, size) + idle_stabilizers(recipe, models),
     }
 
 

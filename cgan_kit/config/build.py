@@ -119,6 +119,26 @@ def _probe_loss(registry: Registry, spec: Component, path: str, loss: Any) -> No
             raise broken(registry, spec, path, f"returned {found} from {name}, not a scalar tensor")
 
 
+STABILIZER_HOOKS = ("setup", "targets", "critic_inputs", "augment", "after_generator_step", "eval_generator")
+
+
+def idle_stabilizers(recipe: Recipe, models: Models) -> list[str]:
+    """Warnings for stabilizers that cannot act: those whose only hook is ``targets`` where every
+    adversarial loss ignores its targets (label smoothing beside a hinge loss)."""
+    adversarial = models.adversarial
+    if not adversarial or any(item.loss.uses_targets for item in adversarial):
+        return []
+    ignoring = " and ".join(f'"{item.name}"' for item in adversarial)
+    warnings = []
+    for i, (spec, stabilizer) in enumerate(zip(recipe.stabilizers, models.stabilizers)):
+        hooks = {hook for hook in STABILIZER_HOOKS if getattr(type(stabilizer), hook) is not getattr(Stabilizer, hook)}
+        if hooks == {"targets"}:
+            warnings.append(f'stabilizers[{i}] ("{spec.type}") only changes the critic\'s targets, which the loss '
+                            f"{ignoring} ignores: it has no effect; remove it, or choose a loss that uses targets "
+                            "(`cgan list losses`)")
+    return warnings
+
+
 def build_models(recipe: Recipe, registry: Registry) -> Models:
     """Build the method, its networks, losses and stabilizers (not yet set up or moved to a device)."""
     method = build_method(recipe, registry)

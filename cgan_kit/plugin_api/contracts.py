@@ -47,6 +47,10 @@ class AdversarialLoss:
     """A GAN objective. Scores are the critic's raw outputs; targets are label tensors shaped
     like the scores (1 for real and 0 for fake unless a stabilizer changed them)."""
 
+    uses_targets: bool = True
+    """False where ``critic_loss`` ignores its targets (hinge, Wasserstein): a stabilizer that only
+    changes the targets (label smoothing) then has no effect, which ``cgan check`` and ``cgan run`` say."""
+
     def critic_loss(self, real_scores: Tensor, fake_scores: Tensor, real_target: Tensor,
                     fake_target: Tensor) -> Tensor:
         raise NotImplementedError

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from cgan_kit import __version__
-from cgan_kit.config.build import Models, build_dataset, build_loggers, build_models, check_memory
+from cgan_kit.config.build import Models, build_dataset, build_loggers, build_models, check_memory, idle_stabilizers
 from cgan_kit.config.recipe import Recipe, load
 from cgan_kit.device import pick_device, precision_warning, resolve_precision
 from cgan_kit.errors import CganError
@@ -231,6 +231,8 @@ def setup(registry: Any, context: distributed.Context, device: torch.device | No
         for note in (cache_note, precision_warning(amp_dtype, device)):
             if note:
                 log.message(note)
+        for idle in idle_stabilizers(recipe, models):
+            log.message(f"warning: {idle}")
         train_step = models.method.train_step
         if cfg.cuda_graphs:
             train_step = cuda_graph.CapturedStep(train_step, optimizers, device, log.message)

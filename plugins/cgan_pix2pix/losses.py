@@ -35,6 +35,8 @@ class LeastSquares(AdversarialLoss):
 
 
 class Hinge(AdversarialLoss):
+    uses_targets = False
+
     def critic_loss(self, real_scores: Tensor, fake_scores: Tensor, real_target: Tensor,
                     fake_target: Tensor) -> Tensor:
         return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
@@ -47,6 +49,8 @@ class Hinge(AdversarialLoss):
 
 
 class WassersteinGP(AdversarialLoss):
+    uses_targets = False
+
     def __init__(self, gp_weight: float):
         self.gp_weight = gp_weight
 
