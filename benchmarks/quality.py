@@ -125,6 +125,10 @@ VARIANTS.update({name: VARIANTS["stable"] for name in EDITS})
 VARIANTS["stable+lr_x2+l1_200+no_attention+load_128"] = ("pix2pix_facades_stable.toml", "",
                                                          {"train.batch_size": 1, "data.load_size": 128})
 EDITS["stable+lr_x2+l1_200+no_attention+load_128"] = WINNER
+# beyond the time budget, a diagnostic: is the plateau the generator's capacity? 1.5x its channels
+VARIANTS["stable+lr_x2+l1_200+no_attention+ngf_96"] = ("pix2pix_facades_stable.toml", "",
+                                                       {"train.batch_size": 1, "generator.ngf": 96})
+EDITS["stable+lr_x2+l1_200+no_attention+ngf_96"] = WINNER
 MEASURES = ("fid", "kid", "l1", "psnr", "ssim")
 
 
