@@ -132,6 +132,38 @@ def test_focal_frequency_weights_are_constants_and_per_image():
     torch.testing.assert_close(output.grad, 2 * output.detach() / output.numel())
 
 
+def test_focal_frequency_matches_the_definition_on_a_non_square_batch():
+    # The definition written out with an explicit DFT matrix, per image and channel: each channel's
+    # weights are relative to its own worst frequency, and the transform runs over height and width.
+    torch.manual_seed(0)
+    output, target = torch.randn(2, 3, 6, 10, dtype=torch.float64), torch.randn(2, 3, 6, 10, dtype=torch.float64)
+    output[1, 2] *= 5  # one channel far worse than the others: a shared maximum would shrink theirs
+
+    def dft(n: int) -> torch.Tensor:
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.exp(-2j * math.pi * k[:, None] * k[None, :] / n) / math.sqrt(n)
+
+    for alpha in (0.5, 1.0, 3.0):
+        expected = 0.0
+        for b in range(2):
+            for c in range(3):
+                spectrum = dft(6) @ (output[b, c] - target[b, c]).to(torch.complex128) @ dft(10).T
+                distance = spectrum.abs() ** 2
+                weight = (spectrum.abs() / spectrum.abs().max()) ** alpha
+                expected += (weight * distance).sum().item()
+        expected /= output.numel()
+        assert focal_frequency(alpha=alpha)(output, target).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_focal_frequency_keeps_its_weights_on_tiny_errors_at_a_large_alpha():
+    target = torch.zeros(1, 1, 8, 8)
+    output = 1e-4 * (wave(8, 8, 0, 1) + 0.5 * wave(8, 8, 1, 1))[None, None]
+    big, small = 1e-8 * 64 / 4, 0.25e-8 * 64 / 4
+    # The worst frequency weighs 1 however small the error; the other (0.5)^alpha.
+    expected = (2 * big + 2 * 0.5**10 * small) / 64
+    assert focal_frequency(alpha=10)(output, target).item() == pytest.approx(expected, rel=1e-3)
+
+
 def test_focal_frequency_under_bf16():
     target = torch.rand(1, 3, 16, 16)
     output = target + 0.1 * wave(16, 16, 3, 1)

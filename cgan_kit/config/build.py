@@ -128,13 +128,14 @@ def idle_stabilizers(recipe: Recipe, models: Models) -> list[str]:
     adversarial = models.adversarial
     if not adversarial or any(item.loss.uses_targets for item in adversarial):
         return []
-    ignoring = " and ".join(f'"{item.name}"' for item in adversarial)
+    names = " and ".join(f'"{item.name}"' for item in adversarial)
+    ignoring = f"the loss {names} ignores" if len(adversarial) == 1 else f"the losses {names} ignore"
     warnings = []
     for i, (spec, stabilizer) in enumerate(zip(recipe.stabilizers, models.stabilizers)):
         hooks = {hook for hook in STABILIZER_HOOKS if getattr(type(stabilizer), hook) is not getattr(Stabilizer, hook)}
         if hooks == {"targets"}:
-            warnings.append(f'stabilizers[{i}] ("{spec.type}") only changes the critic\'s targets, which the loss '
-                            f"{ignoring} ignores: it has no effect; remove it, or choose a loss that uses targets "
+            warnings.append(f'stabilizers[{i}] ("{spec.type}") only changes the critic\'s targets, which '
+                            f"{ignoring}: it has no effect; remove it, or choose a loss that uses targets "
                             "(`cgan list losses`)")
     return warnings
 

@@ -88,8 +88,9 @@ class FocalFrequency(ReconstructionLoss):
         with torch.no_grad():
             # Each frequency weighs by how far it is off, relative to the worst of its image and
             # channel, so the frequencies the generator finds hard (fine detail) dominate; constant.
-            weight = distance.sqrt() ** self.alpha
-            weight = weight / weight.flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]
+            # Normalized before the power, so that a large alpha on small errors cannot underflow.
+            magnitude = distance.sqrt()
+            weight = (magnitude / magnitude.flatten(-2).amax(-1).clamp_min(1e-30)[..., None, None]) ** self.alpha
         return (weight * distance).mean()
 
 
