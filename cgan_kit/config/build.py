@@ -119,7 +119,15 @@ def _probe_loss(registry: Registry, spec: Component, path: str, loss: Any) -> No
             raise broken(registry, spec, path, f"returned {found} from {name}, not a scalar tensor")
 
 
-STABILIZER_HOOKS = ("setup", "targets", "critic_inputs", "augment", "after_generator_step", "eval_generator")
+STATE_METHODS = {"state_dict", "load_state_dict", "extra_state", "load_extra_state"}
+
+
+def overridden_hooks(stabilizer: Stabilizer) -> set[str]:
+    """The training hooks of the Stabilizer contract that ``stabilizer``'s class overrides (its
+    checkpoint methods aside), read from the contract so that a new hook counts without a list to keep."""
+    return {name for name, hook in vars(Stabilizer).items()
+            if callable(hook) and not name.startswith("_") and name not in STATE_METHODS
+            and getattr(type(stabilizer), name) is not hook}
 
 
 def idle_stabilizers(recipe: Recipe, models: Models) -> list[str]:
@@ -132,8 +140,7 @@ def idle_stabilizers(recipe: Recipe, models: Models) -> list[str]:
     ignoring = f"the loss {names} ignores" if len(adversarial) == 1 else f"the losses {names} ignore"
     warnings = []
     for i, (spec, stabilizer) in enumerate(zip(recipe.stabilizers, models.stabilizers)):
-        hooks = {hook for hook in STABILIZER_HOOKS if getattr(type(stabilizer), hook) is not getattr(Stabilizer, hook)}
-        if hooks == {"targets"}:
+        if overridden_hooks(stabilizer) == {"targets"}:
             warnings.append(f'stabilizers[{i}] ("{spec.type}") only changes the critic\'s targets, which '
                             f"{ignoring}: it has no effect; remove it, or choose a loss that uses targets "
                             "(`cgan list losses`)")
